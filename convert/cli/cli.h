@@ -1,0 +1,29 @@
+/* cli.h - what the command files share: option parsing, errors, output. */
+#ifndef AMIPORT_CLI_H
+#define AMIPORT_CLI_H
+
+#include <signal.h>
+#include <stdbool.h>
+
+#include "image.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+enum output { OUTPUT_HUMAN, OUTPUT_JSON };
+
+extern volatile sig_atomic_t cli_interrupted;
+
+/* Prints "amiport: CMD: message" and a hint to --help; returns EXIT_USAGE. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints the error; returns EXIT_USAGE for usage errors, else EXIT_FAIL. */
+int cli_fail(const struct error *e);
+int cli_parse_output(const char *cmd, const char *arg, enum output *out);
+/* Installs SIGINT/SIGTERM handlers that set cli_interrupted. */
+void cli_catch_signals(void);
+/* "1.5 GiB" */
+const char *cli_human_size(uint64_t n, char buf[32]);
+
+int cmd_info(int argc, char **argv);
+int cmd_map(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+
+#endif

@@ -1,0 +1,66 @@
+/* common.c - helpers shared by the commands. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+volatile sig_atomic_t cli_interrupted;
+
+int cli_usage(const char *cmd, const char *fmt, ...)
+{
+  va_list ap;
+  fprintf(stderr, "amiport: %s: ", cmd);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\nTry 'amiport %s --help'.\n", cmd);
+  return EXIT_USAGE;
+}
+
+int cli_fail(const struct error *e)
+{
+  fprintf(stderr, "amiport: %s\n", e->msg[0] ? e->msg : "unknown error");
+  return e->code == ERR_USAGE ? EXIT_USAGE : EXIT_FAIL;
+}
+
+int cli_parse_output(const char *cmd, const char *arg, enum output *out)
+{
+  if (strcmp(arg, "human") == 0)
+    *out = OUTPUT_HUMAN;
+  else if (strcmp(arg, "json") == 0)
+    *out = OUTPUT_JSON;
+  else
+    return cli_usage(cmd, "--output must be human or json, not '%s'", arg);
+  return 0;
+}
+
+static void on_signal(int sig)
+{
+  (void)sig;
+  cli_interrupted = 1;
+}
+
+void cli_catch_signals(void)
+{
+  struct sigaction sa = { .sa_handler = on_signal };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+const char *cli_human_size(uint64_t n, char buf[32])
+{
+  static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+  double v = (double)n;
+  int u = 0;
+  while (v >= 1024 && u < 6) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf(buf, 32, "%llu B", (unsigned long long)n);
+  else
+    snprintf(buf, 32, "%.3g %s", v, units[u]);
+  return buf;
+}

@@ -1,0 +1,107 @@
+/* convert.c - amiport convert: copy an image into another format. */
+#include "cli.h"
+#include "copy.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static void help(void)
+{
+  printf("Usage: amiport convert [-f FMT] -O FMT [-o OPTIONS] [-c] [-p] [-j N] [--force]\n"
+         "                       [--allow-backing] SRC DST\n\n"
+         "Copies SRC into a new image DST of format FMT, reading only the data SRC's map\n"
+         "names and leaving zeros unallocated. DST is written under a temporary name and\n"
+         "renamed only when complete; on failure or Ctrl-C nothing is left behind.\n\n"
+         "  -f, --format FMT         read SRC as FMT instead of probing it\n"
+         "  -O, --output-format FMT  format of DST (required)\n"
+         "  -o, --options OPTS       format options, key=value[,key=value...] (below)\n"
+         "  -c, --compress           compress the data (qcow2)\n"
+         "  -p, --progress           show progress (default when stderr is a terminal)\n"
+         "  -j, --jobs N             worker threads (default: one per core)\n"
+         "      --force              overwrite DST if it exists\n"
+         "      --allow-backing      follow backing files SRC names\n"
+         "  -h, --help               show this help\n");
+  for (const struct image_format *const *f = img_formats(); *f; f++)
+    if ((*f)->create && (*f)->create_help && *(*f)->create_help)
+      printf("\nOptions for -O %s:\n%s", (*f)->name, (*f)->create_help);
+}
+
+int cmd_convert(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "format", required_argument, NULL, 'f' },
+    { "output-format", required_argument, NULL, 'O' },
+    { "options", required_argument, NULL, 'o' },
+    { "compress", no_argument, NULL, 'c' },
+    { "progress", no_argument, NULL, 'p' },
+    { "jobs", required_argument, NULL, 'j' },
+    { "force", no_argument, NULL, 'F' },
+    { "allow-backing", no_argument, NULL, 'B' },
+    { "help", no_argument, NULL, 'h' },
+    { 0 },
+  };
+  const char *fmt = NULL, *out_fmt = NULL;
+  struct open_opts oo = { 0 };
+  struct create_opts co = { 0 };
+  struct copy_opts cp = { .progress = isatty(2), .cancel = &cli_interrupted };
+  bool force = false;
+  struct error e = { 0 };
+  int c, rc = EXIT_USAGE;
+  while ((c = getopt_long(argc, argv, "f:O:o:cpj:h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'f': fmt = optarg; break;
+    case 'O': out_fmt = optarg; break;
+    case 'o':
+      if (create_opts_parse(&co, optarg, &e) < 0) {
+        rc = cli_usage("convert", "%s", e.msg);
+        goto out;
+      }
+      break;
+    case 'c': co.compress = true; break;
+    case 'p': cp.progress = true; break;
+    case 'j': {
+      char *end;
+      long n = strtol(optarg, &end, 10);
+      if (*end || n < 1 || n > 256) {
+        rc = cli_usage("convert", "--jobs must be 1 to 256, not '%s'", optarg);
+        goto out;
+      }
+      cp.threads = (unsigned)n;
+      break;
+    }
+    case 'F': force = true; break;
+    case 'B': oo.allow_backing = true; break;
+    case 'h': help(); rc = EXIT_OK; goto out;
+    default: rc = cli_usage("convert", "unknown option"); goto out;
+    }
+  }
+  if (optind + 2 != argc) {
+    rc = cli_usage("convert", "expects SRC and DST");
+    goto out;
+  }
+  if (!out_fmt) {
+    rc = cli_usage("convert", "-O FMT is required (one of raw, qcow2)");
+    goto out;
+  }
+  const struct image_format *of = img_format_by_name(out_fmt);
+  if (!of || !of->create) {
+    rc = cli_usage("convert", "cannot write format '%s'", out_fmt);
+    goto out;
+  }
+  cli_catch_signals();
+  struct img *src = img_open(argv[optind], fmt, &oo, &e);
+  if (!src) {
+    rc = cli_fail(&e);
+    goto out;
+  }
+  if (copy_to_file(src, argv[optind + 1], out_fmt, &co, force, &cp, NULL, &e) < 0)
+    rc = cli_fail(&e);
+  else
+    rc = EXIT_OK;
+  img_close(src);
+out:
+  create_opts_free(&co);
+  return rc;
+}

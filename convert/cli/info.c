@@ -1,0 +1,119 @@
+/* info.c - amiport info: format, sizes, allocation and format features. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+
+static const char help[] =
+  "Usage: amiport info [-f FMT] [--output=human|json] [--allow-backing] IMAGE\n\n"
+  "Shows the image's format, virtual size, size on disk, cluster size, how much of it\n"
+  "is data, zeros and unallocated, and the format's features.\n\n"
+  "  -f, --format FMT     read IMAGE as FMT instead of probing it\n"
+  "      --output FORMAT  human (default) or json\n"
+  "      --allow-backing  follow backing files the image names\n"
+  "  -h, --help           show this help\n";
+
+/* Sums the map of the whole image by kind. */
+static int allocation(struct img *im, uint64_t sums[3], struct error *e)
+{
+  struct extent_list map = { 0 };
+  int ret = 0;
+  for (uint64_t off = 0; off < im->size && ret == 0; off += 1ull << 30) {
+    map.n = 0;
+    uint64_t len = im->size - off < (1ull << 30) ? im->size - off : 1ull << 30;
+    ret = img_extents(im, off, len, &map, e);
+    for (size_t i = 0; ret == 0 && i < map.n; i++)
+      sums[map.v[i].kind] += map.v[i].len;
+  }
+  extent_list_free(&map);
+  return ret;
+}
+
+static void print_human(struct json_object *o, int depth)
+{
+  json_object_object_foreach(o, key, val) {
+    if (json_object_is_type(val, json_type_object)) {
+      printf("%*s%s:\n", depth * 4, "", key);
+      print_human(val, depth + 1);
+    } else {
+      printf("%*s%s: %s\n", depth * 4, "", key, json_object_get_string(val));
+    }
+  }
+}
+
+int cmd_info(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "format", required_argument, NULL, 'f' },
+    { "output", required_argument, NULL, 'O' },
+    { "allow-backing", no_argument, NULL, 'B' },
+    { "help", no_argument, NULL, 'h' },
+    { 0 },
+  };
+  const char *fmt = NULL;
+  enum output out = OUTPUT_HUMAN;
+  struct open_opts oo = { 0 };
+  int c;
+  while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'f': fmt = optarg; break;
+    case 'O': if (cli_parse_output("info", optarg, &out)) return EXIT_USAGE; break;
+    case 'B': oo.allow_backing = true; break;
+    case 'h': fputs(help, stdout); return EXIT_OK;
+    default: return cli_usage("info", "unknown option");
+    }
+  }
+  if (optind + 1 != argc)
+    return cli_usage("info", "expects one IMAGE");
+  struct error e = { 0 };
+  struct img *im = img_open(argv[optind], fmt, &oo, &e);
+  if (!im)
+    return cli_fail(&e);
+  uint64_t sums[3] = { 0 };
+  struct json_object *o = json_object_new_object();
+  json_object_object_add(o, "filename", json_object_new_string(im->path));
+  json_object_object_add(o, "format", json_object_new_string(im->fmt->name));
+  if (im->guessed)
+    json_object_object_add(o, "format-guessed", json_object_new_boolean(1));
+  json_object_object_add(o, "virtual-size", json_object_new_int64((int64_t)im->size));
+  json_object_object_add(o, "actual-size", json_object_new_int64(img_actual_size(im)));
+  int rc = EXIT_FAIL;
+  if (im->fmt->describe && im->fmt->describe(im, o, &e) < 0)
+    goto out;
+  if (allocation(im, sums, &e) < 0)
+    goto out;
+  struct json_object *a = json_object_new_object();
+  json_object_object_add(a, "data", json_object_new_int64((int64_t)sums[EXTENT_DATA]));
+  json_object_object_add(a, "zero", json_object_new_int64((int64_t)sums[EXTENT_ZERO]));
+  json_object_object_add(a, "unallocated", json_object_new_int64((int64_t)sums[EXTENT_HOLE]));
+  json_object_object_add(o, "allocation", a);
+  if (out == OUTPUT_JSON) {
+    puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+  } else {
+    char b1[32], b2[32], b3[32], b4[32];
+    printf("image: %s\nfile format: %s%s\nvirtual size: %s (%llu bytes)\n", im->path,
+           im->fmt->name, im->guessed ? " (guessed)" : "", cli_human_size(im->size, b1),
+           (unsigned long long)im->size);
+    int64_t actual = img_actual_size(im);
+    if (actual >= 0)
+      printf("disk size: %s\n", cli_human_size((uint64_t)actual, b1));
+    struct json_object *v;
+    if (json_object_object_get_ex(o, "cluster-size", &v))
+      printf("cluster_size: %s\n", json_object_get_string(v));
+    if (json_object_object_get_ex(o, "backing-filename", &v))
+      printf("backing file: %s\n", json_object_get_string(v));
+    printf("allocation: data %s, zero %s, unallocated %s\n",
+           cli_human_size(sums[EXTENT_DATA], b2), cli_human_size(sums[EXTENT_ZERO], b3),
+           cli_human_size(sums[EXTENT_HOLE], b4));
+    if (json_object_object_get_ex(o, "format-specific", &v)) {
+      printf("Format specific information:\n");
+      print_human(v, 1);
+    }
+  }
+  rc = EXIT_OK;
+out:
+  json_object_put(o);
+  img_close(im);
+  return rc == EXIT_OK ? rc : cli_fail(&e);
+}

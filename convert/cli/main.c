@@ -1,0 +1,43 @@
+/* main.c - the amiport command: dispatches to one file per command. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct command {
+  const char *name, *summary;
+  int (*run)(int argc, char **argv);
+} commands[] = {
+  { "info", "show an image's format, size and allocation", cmd_info },
+  { "map", "show where an image's data, zeros and holes are", cmd_map },
+  { "convert", "copy an image to another format", cmd_convert },
+};
+
+static void usage(FILE *f)
+{
+  fprintf(f, "Usage: amiport COMMAND [OPTIONS] ARGS...\n\n"
+             "Moves bootable virtual machine disks between formats and Amazon EC2.\n\n"
+             "Commands:\n");
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf(f, "\nFormats:");
+  for (const struct image_format *const *fp = img_formats(); *fp; fp++)
+    fprintf(f, " %s", (*fp)->name);
+  fprintf(f, "\n\nRun 'amiport COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 2)
+    return usage(stderr), EXIT_USAGE;
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)
+    return usage(stdout), EXIT_OK;
+  if (strcmp(argv[1], "--version") == 0)
+    return printf("amiport 0.1.0\n"), EXIT_OK;
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+    if (strcmp(argv[1], commands[i].name) == 0)
+      return commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "amiport: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return EXIT_USAGE;
+}

@@ -1,0 +1,376 @@
+/* copy.c - the copy engine.
+ *
+ * The main thread walks the source map a window at a time and cuts the data
+ * into units: block-aligned for the writer (img->block_size), never crossing
+ * a CHUNK boundary, so no two units share a block. Worker threads take units
+ * from a small queue, pread them, drop all-zero blocks (the writer leaves
+ * those unallocated), and pwrite the rest; writers that need increasing
+ * offsets (FMT_ORDERED_WRITES) take their turn by unit number. Memory is
+ * threads x CHUNK plus the queue, whatever the image size. */
+#include "copy.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK (2u << 20)       /* largest unit */
+#define MAP_WINDOW (1ull << 30) /* source map asked for at a time */
+#define QUEUE 16
+
+struct unit {
+  uint64_t seq, off, len;
+};
+
+struct engine {
+  struct img *src, *dst;
+  const struct copy_opts *o;
+  uint32_t zero_gran; /* zero detection granularity, a multiple of dst->block_size */
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  struct unit q[QUEUE];
+  unsigned head, count;
+  bool done, failed;
+  uint64_t next_write; /* ordered writers: the unit whose turn it is */
+  struct error err;
+  uint64_t bytes_read, bytes_written;
+};
+
+static double now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static bool cancelled(struct engine *g)
+{
+  return g->o->cancel && *g->o->cancel;
+}
+
+static void engine_fail(struct engine *g, const struct error *e)
+{
+  pthread_mutex_lock(&g->lock);
+  if (!g->failed) {
+    g->failed = true;
+    g->err = *e;
+  }
+  pthread_cond_broadcast(&g->changed);
+  pthread_mutex_unlock(&g->lock);
+}
+
+/* Writes the non-zero runs of buf (unit u) to the destination. */
+static int write_unit(struct engine *g, const uint8_t *buf, const struct unit *u,
+                      struct error *e)
+{
+  uint64_t written = 0;
+  size_t at = 0;
+  while (at < u->len) {
+    size_t gran = g->zero_gran;
+    size_t start = at;
+    if (!g->o->write_zeros)
+      while (start < u->len && buf_is_zero(buf + start, u->len - start < gran ? u->len - start : gran))
+        start += gran;
+    if (start >= u->len)
+      break;
+    size_t stop = start + gran;
+    if (!g->o->write_zeros)
+      while (stop < u->len && !buf_is_zero(buf + stop, u->len - stop < gran ? u->len - stop : gran))
+        stop += gran;
+    if (stop > u->len)
+      stop = u->len;
+    if (g->dst->fmt->pwrite(g->dst, buf + start, stop - start, u->off + start, e) < 0)
+      return -1;
+    written += stop - start;
+    at = stop;
+  }
+  __atomic_add_fetch(&g->bytes_written, written, __ATOMIC_RELAXED);
+  return 0;
+}
+
+static void *worker(void *arg)
+{
+  struct engine *g = arg;
+  struct error e = { 0 };
+  bool ordered = g->dst->fmt->flags & FMT_ORDERED_WRITES;
+  uint8_t *buf = malloc(CHUNK);
+  if (!buf) {
+    error_set(&e, ERR_NOMEM, "out of memory for a copy buffer");
+    engine_fail(g, &e);
+    return NULL;
+  }
+  for (;;) {
+    pthread_mutex_lock(&g->lock);
+    while (!g->count && !g->done && !g->failed)
+      pthread_cond_wait(&g->changed, &g->lock);
+    if (g->failed || !g->count) {
+      pthread_mutex_unlock(&g->lock);
+      break;
+    }
+    struct unit u = g->q[g->head];
+    g->head = (g->head + 1) % QUEUE;
+    g->count--;
+    pthread_cond_broadcast(&g->changed);
+    pthread_mutex_unlock(&g->lock);
+
+    if (cancelled(g)) {
+      error_set(&e, ERR_INTERRUPTED, "interrupted");
+      engine_fail(g, &e);
+      break;
+    }
+    if (img_pread(g->src, buf, u.len, u.off, &e) < 0) {
+      engine_fail(g, &e);
+      break;
+    }
+    __atomic_add_fetch(&g->bytes_read, u.len, __ATOMIC_RELAXED);
+    if (ordered) {
+      pthread_mutex_lock(&g->lock);
+      while (g->next_write != u.seq && !g->failed)
+        pthread_cond_wait(&g->changed, &g->lock);
+      bool stop = g->failed;
+      pthread_mutex_unlock(&g->lock);
+      if (stop)
+        break;
+    }
+    int r = write_unit(g, buf, &u, &e);
+    if (ordered) {
+      pthread_mutex_lock(&g->lock);
+      g->next_write++;
+      pthread_cond_broadcast(&g->changed);
+      pthread_mutex_unlock(&g->lock);
+    }
+    if (r < 0) {
+      engine_fail(g, &e);
+      break;
+    }
+  }
+  free(buf);
+  return NULL;
+}
+
+struct progress {
+  bool on;
+  uint64_t total;
+  double start, last;
+};
+
+static void progress_draw(struct progress *p, uint64_t done, bool final)
+{
+  if (!p->on)
+    return;
+  double t = now();
+  if (!final && t - p->last < 0.2)
+    return;
+  p->last = t;
+  double frac = p->total ? (double)done / (double)p->total : 1.0;
+  if (frac > 1.0)
+    frac = 1.0;
+  char bar[31];
+  int fill = (int)(frac * 30);
+  for (int i = 0; i < 30; i++)
+    bar[i] = i < fill ? '#' : '.';
+  bar[30] = 0;
+  double rate = t > p->start ? (double)done / (t - p->start) / (1 << 20) : 0;
+  fprintf(stderr, "\r[%s] %5.1f%%  %.1f/%.1f MiB  %.0f MiB/s ", bar, frac * 100,
+          (double)done / (1 << 20), (double)p->total / (1 << 20), rate);
+  if (final)
+    fputc('\n', stderr);
+}
+
+/* Queues one unit, waiting while the queue is full. */
+static int push_unit(struct engine *g, uint64_t *seq, uint64_t off, uint64_t len,
+                     struct progress *p)
+{
+  pthread_mutex_lock(&g->lock);
+  while (g->count == QUEUE && !g->failed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&g->changed, &g->lock, &ts);
+    pthread_mutex_unlock(&g->lock);
+    progress_draw(p, __atomic_load_n(&g->bytes_read, __ATOMIC_RELAXED), false);
+    pthread_mutex_lock(&g->lock);
+  }
+  bool failed = g->failed;
+  if (!failed) {
+    g->q[(g->head + g->count) % QUEUE] = (struct unit){ (*seq)++, off, len };
+    g->count++;
+    pthread_cond_broadcast(&g->changed);
+  }
+  pthread_mutex_unlock(&g->lock);
+  return failed ? -1 : 0;
+}
+
+/* Walks the source map and queues block-aligned units of at most CHUNK bytes. */
+static int produce(struct engine *g, struct progress *p, struct error *e)
+{
+  uint64_t size = g->src->size, blk = g->dst->block_size ? g->dst->block_size : 1;
+  uint64_t seq = 0, pend_off = 0, pend_len = 0, emitted = 0;
+  struct extent_list map = { 0 };
+  int ret = -1;
+  for (uint64_t win = 0; win < size; win += MAP_WINDOW) {
+    uint64_t wlen = size - win < MAP_WINDOW ? size - win : MAP_WINDOW;
+    map.n = 0;
+    if (img_extents(g->src, win, wlen, &map, e) < 0)
+      goto out;
+    for (size_t i = 0; i < map.n; i++) {
+      struct extent x = map.v[i];
+      if (x.kind == EXTENT_HOLE || (x.kind == EXTENT_ZERO && !g->o->write_zeros))
+        continue;
+      uint64_t a = x.off / blk * blk, b = x.off + x.len;
+      b = (b + blk - 1) / blk * blk;
+      if (b > size) /* the last block of the disk may be short */
+        b = size;
+      if (a < emitted)
+        a = emitted;
+      while (a < b) {
+        uint64_t chunk_end = (a / CHUNK + 1) * CHUNK;
+        uint64_t piece_end = b < chunk_end ? b : chunk_end;
+        if (pend_len && pend_off + pend_len == a && (pend_off / CHUNK) == (a / CHUNK)) {
+          pend_len += piece_end - a;
+        } else {
+          if (pend_len && push_unit(g, &seq, pend_off, pend_len, p) < 0)
+            goto stopped;
+          pend_off = a;
+          pend_len = piece_end - a;
+        }
+        a = piece_end;
+      }
+      emitted = b;
+    }
+  }
+  if (pend_len && push_unit(g, &seq, pend_off, pend_len, p) < 0)
+    goto stopped;
+  ret = 0;
+  goto out;
+stopped:
+  ret = 0; /* the worker's error is reported */
+out:
+  extent_list_free(&map);
+  return ret;
+}
+
+static uint64_t count_data(struct img *src, bool zeros, struct error *e)
+{
+  struct extent_list map = { 0 };
+  uint64_t total = 0;
+  for (uint64_t win = 0; win < src->size; win += MAP_WINDOW) {
+    map.n = 0;
+    uint64_t wlen = src->size - win < MAP_WINDOW ? src->size - win : MAP_WINDOW;
+    if (img_extents(src, win, wlen, &map, e) < 0)
+      break;
+    for (size_t i = 0; i < map.n; i++)
+      if (map.v[i].kind == EXTENT_DATA || (zeros && map.v[i].kind == EXTENT_ZERO))
+        total += map.v[i].len;
+  }
+  extent_list_free(&map);
+  return total;
+}
+
+int copy_image(struct img *src, struct img *dst, const struct copy_opts *o,
+               struct copy_stats *st, struct error *e)
+{
+  if (dst->block_size > CHUNK || (dst->block_size & (dst->block_size - 1)))
+    return error_set(e, ERR_UNSUPPORTED, "%s: block size %u is not a power of two up to %u",
+                     dst->path, dst->block_size, CHUNK);
+  struct engine g = { .src = src, .dst = dst, .o = o };
+  g.zero_gran = dst->block_size > 4096 ? dst->block_size : 4096;
+  pthread_mutex_init(&g.lock, NULL);
+  pthread_cond_init(&g.changed, NULL);
+  unsigned n = o->threads;
+  if (!n) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    n = cores < 2 ? 2 : cores > 64 ? 64 : (unsigned)cores;
+  }
+  struct progress p = { .on = o->progress, .start = now() };
+  if (p.on)
+    p.total = count_data(src, o->write_zeros, e);
+  pthread_t *tids = calloc(n, sizeof *tids);
+  if (!tids)
+    return error_set(e, ERR_NOMEM, "out of memory");
+  unsigned started = 0;
+  int ret = -1;
+  for (; started < n; started++)
+    if (pthread_create(&tids[started], NULL, worker, &g)) {
+      error_set(e, ERR_NOMEM, "cannot start a copy thread");
+      engine_fail(&g, e);
+      break;
+    }
+  int pr = started ? produce(&g, &p, e) : -1;
+  if (pr < 0 && started)
+    engine_fail(&g, e);
+  pthread_mutex_lock(&g.lock);
+  g.done = true;
+  pthread_cond_broadcast(&g.changed);
+  pthread_mutex_unlock(&g.lock);
+  for (unsigned i = 0; i < started; i++)
+    pthread_join(tids[i], NULL);
+  free(tids);
+  if (g.failed) {
+    *e = g.err;
+    goto out;
+  }
+  if (cancelled(&g)) {
+    error_set(e, ERR_INTERRUPTED, "interrupted");
+    goto out;
+  }
+  if (dst->fmt->finish && dst->fmt->finish(dst, e) < 0)
+    goto out;
+  progress_draw(&p, p.total, true);
+  ret = 0;
+out:
+  if (ret < 0 && p.on)
+    fputc('\n', stderr);
+  if (st) {
+    st->bytes_mapped = p.total;
+    st->bytes_read = g.bytes_read;
+    st->bytes_written = g.bytes_written;
+    st->seconds = now() - p.start;
+  }
+  pthread_mutex_destroy(&g.lock);
+  pthread_cond_destroy(&g.changed);
+  return ret;
+}
+
+int copy_to_file(struct img *src, const char *dst_path, const char *fmt,
+                 struct create_opts *co, bool force, const struct copy_opts *o,
+                 struct copy_stats *st, struct error *e)
+{
+  struct stat sb;
+  if (lstat(dst_path, &sb) == 0) {
+    if (!force)
+      return error_set(e, ERR_EXISTS, "%s: already exists (pass --force to overwrite it)",
+                       dst_path);
+    if (!S_ISREG(sb.st_mode))
+      return error_set(e, ERR_USAGE, "%s: exists and is not a regular file", dst_path);
+  }
+  size_t tlen = strlen(dst_path) + 32;
+  char *tmp = malloc(tlen);
+  if (!tmp)
+    return error_set(e, ERR_NOMEM, "out of memory");
+  /* A hidden name beside the destination, so the rename stays in one filesystem. */
+  const char *slash = strrchr(dst_path, '/');
+  int dirlen = slash ? (int)(slash - dst_path + 1) : 0;
+  snprintf(tmp, tlen, "%.*s.%s.amiport-%ld", dirlen, dst_path, dst_path + dirlen, (long)getpid());
+  struct img *dst = img_create(tmp, fmt, src->size, co, e);
+  if (!dst) {
+    free(tmp);
+    return -1;
+  }
+  int ret = copy_image(src, dst, o, st, e);
+  img_close(dst);
+  if (ret == 0 && rename(tmp, dst_path) < 0)
+    ret = error_errno(e, "%s: rename from %s", dst_path, tmp);
+  if (ret < 0)
+    unlink(tmp);
+  free(tmp);
+  return ret;
+}

@@ -1,0 +1,103 @@
+/* raw.c - a plain file (or block device) is the disk, byte for byte.
+ * The map comes from SEEK_DATA/SEEK_HOLE: holes of a sparse file are
+ * "never written". The writer sizes the file up front and writes only data,
+ * so runs of zeros that the copy engine skips stay holes. */
+#include "image.h"
+
+#include <errno.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int raw_probe(const uint8_t *head, size_t len)
+{
+  (void)head;
+  (void)len;
+  return 1;
+}
+
+static int raw_open(struct img *im, const struct open_opts *o, struct error *e)
+{
+  (void)o;
+  struct stat st;
+  if (fstat(im->fd, &st) < 0)
+    return error_errno(e, "%s: stat", im->path);
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t size;
+    if (ioctl(im->fd, BLKGETSIZE64, &size) < 0)
+      return error_errno(e, "%s: BLKGETSIZE64", im->path);
+    im->size = size;
+  } else {
+    im->size = (uint64_t)st.st_size;
+  }
+  return 0;
+}
+
+static int raw_pread(struct img *im, void *buf, size_t len, uint64_t off, struct error *e)
+{
+  return img_pread_file(im->fd, buf, len, off, im->path, e);
+}
+
+static int raw_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
+                       struct error *e)
+{
+  uint64_t end = off + len;
+  while (off < end) {
+    off_t data = lseek(im->fd, (off_t)off, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) /* no data past off */
+      data = (off_t)end;
+    else if (data < 0) /* no SEEK_DATA here (block device, old fs): all data */
+      return extent_list_add(out, off, end - off, EXTENT_DATA, e);
+    if ((uint64_t)data > off &&
+        extent_list_add(out, off, ((uint64_t)data < end ? (uint64_t)data : end) - off,
+                        EXTENT_HOLE, e) < 0)
+      return -1;
+    if ((uint64_t)data >= end)
+      break;
+    off_t hole = lseek(im->fd, data, SEEK_HOLE);
+    if (hole < 0)
+      return error_errno(e, "%s: SEEK_HOLE", im->path);
+    uint64_t stop = (uint64_t)hole < end ? (uint64_t)hole : end;
+    if (extent_list_add(out, (uint64_t)data, stop - (uint64_t)data, EXTENT_DATA, e) < 0)
+      return -1;
+    off = stop;
+  }
+  return 0;
+}
+
+static int raw_create(struct img *im, uint64_t size, struct create_opts *o, struct error *e)
+{
+  if (o->compress)
+    return error_set(e, ERR_USAGE, "raw images cannot be compressed (-c)");
+  im->block_size = 512;
+  if (ftruncate(im->fd, (off_t)size) < 0)
+    return error_errno(e, "%s: set size to %llu", im->path, (unsigned long long)size);
+  return 0;
+}
+
+static int raw_pwrite(struct img *im, const void *buf, size_t len, uint64_t off,
+                      struct error *e)
+{
+  return img_pwrite_file(im->fd, buf, len, off, im->path, e);
+}
+
+static int raw_finish(struct img *im, struct error *e)
+{
+  if (fsync(im->fd) < 0)
+    return error_errno(e, "%s: fsync", im->path);
+  return 0;
+}
+
+const struct image_format format_raw = {
+  .name = "raw",
+  .description = "raw disk image (sparse file or block device)",
+  .create_help = "",
+  .probe = raw_probe,
+  .open = raw_open,
+  .pread = raw_pread,
+  .extents = raw_extents,
+  .create = raw_create,
+  .pwrite = raw_pwrite,
+  .finish = raw_finish,
+};

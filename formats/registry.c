@@ -1,0 +1,299 @@
+/* registry.c - the list of formats, opening by name or by probing magic bytes,
+ * creating, and the bounds-checked wrappers every caller goes through.
+ * Raw answers every probe with 1, so it wins only when nothing else bids; the
+ * image is then marked guessed and a warning says so. */
+#include "image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const struct image_format *const formats[] = {
+  &format_qcow2,
+  &format_raw,
+  NULL,
+};
+
+const struct image_format *const *img_formats(void) { return formats; }
+
+const struct image_format *img_format_by_name(const char *name)
+{
+  for (size_t i = 0; formats[i]; i++)
+    if (strcmp(formats[i]->name, name) == 0)
+      return formats[i];
+  return NULL;
+}
+
+static const struct image_format *probe(int fd, const char *path, struct error *e)
+{
+  uint8_t head[4096];
+  ssize_t n = pread(fd, head, sizeof head, 0);
+  if (n < 0) {
+    error_errno(e, "%s: read", path);
+    return NULL;
+  }
+  const struct image_format *best = NULL;
+  int best_score = 0;
+  for (size_t i = 0; formats[i]; i++) {
+    if (formats[i]->flags & FMT_NO_PROBE || !formats[i]->probe)
+      continue;
+    int s = formats[i]->probe(head, (size_t)n);
+    if (s > best_score) {
+      best_score = s;
+      best = formats[i];
+    }
+  }
+  return best;
+}
+
+struct img *img_open(const char *path, const char *fmtname, const struct open_opts *o,
+                     struct error *e)
+{
+  static const struct open_opts defaults;
+  if (!o)
+    o = &defaults;
+  const struct image_format *f = NULL;
+  if (fmtname && !(f = img_format_by_name(fmtname))) {
+    error_set(e, ERR_USAGE, "unknown format '%s'", fmtname);
+    return NULL;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error_errno(e, "%s: open", path);
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
+    if (S_ISDIR(st.st_mode))
+      error_set(e, ERR_USAGE, "%s: is a directory", path);
+    else
+      error_errno(e, "%s: stat", path);
+    close(fd);
+    return NULL;
+  }
+  bool guessed = false;
+  if (!f) {
+    if (!(f = probe(fd, path, e))) {
+      close(fd);
+      return NULL;
+    }
+    guessed = f == &format_raw;
+  }
+  struct img *im = calloc(1, sizeof *im);
+  if (!im || !(im->path = strdup(path))) {
+    free(im);
+    close(fd);
+    error_set(e, ERR_NOMEM, "out of memory");
+    return NULL;
+  }
+  im->fmt = f;
+  im->fd = fd;
+  im->guessed = guessed;
+  if (f->open(im, o, e) < 0) {
+    img_close(im);
+    return NULL;
+  }
+  if (guessed && !o->quiet)
+    fprintf(stderr, "amiport: warning: %s: no format recognised, reading it as raw "
+                    "(pass -f raw to say so)\n", path);
+  return im;
+}
+
+struct img *img_create(const char *path, const char *fmtname, uint64_t size,
+                       struct create_opts *o, struct error *e)
+{
+  const struct image_format *f = img_format_by_name(fmtname);
+  if (!f) {
+    error_set(e, ERR_USAGE, "unknown format '%s'", fmtname);
+    return NULL;
+  }
+  if (!f->create) {
+    error_set(e, ERR_UNSUPPORTED, "format %s cannot be written", fmtname);
+    return NULL;
+  }
+  static struct create_opts none;
+  if (!o)
+    o = &none;
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    error_errno(e, "%s: create", path);
+    return NULL;
+  }
+  struct img *im = calloc(1, sizeof *im);
+  if (!im || !(im->path = strdup(path))) {
+    free(im);
+    close(fd);
+    unlink(path);
+    error_set(e, ERR_NOMEM, "out of memory");
+    return NULL;
+  }
+  im->fmt = f;
+  im->fd = fd;
+  im->size = size;
+  im->block_size = 1;
+  im->writable = true;
+  if (f->create(im, size, o, e) < 0)
+    goto fail;
+  for (size_t i = 0; i < o->n; i++)
+    if (!o->v[i].used) {
+      error_set(e, ERR_USAGE, "format %s has no option '%s' (see amiport convert --help)",
+                fmtname, o->v[i].key);
+      goto fail;
+    }
+  return im;
+fail:
+  img_close(im);
+  unlink(path);
+  return NULL;
+}
+
+void img_close(struct img *im)
+{
+  if (!im)
+    return;
+  if (im->fmt && im->fmt->close)
+    im->fmt->close(im);
+  if (im->fd >= 0)
+    close(im->fd);
+  free(im->path);
+  free(im);
+}
+
+int img_pread(struct img *im, void *buf, size_t len, uint64_t off, struct error *e)
+{
+  if (off > im->size || len > im->size - off)
+    return error_set(e, ERR_USAGE, "%s: read of %zu bytes at %llu is past the end (%llu)",
+                     im->path, len, (unsigned long long)off, (unsigned long long)im->size);
+  if (len == 0)
+    return 0;
+  return im->fmt->pread(im, buf, len, off, e);
+}
+
+int img_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
+                struct error *e)
+{
+  if (off > im->size || len > im->size - off)
+    return error_set(e, ERR_USAGE, "%s: map of %llu bytes at %llu is past the end", im->path,
+                     (unsigned long long)len, (unsigned long long)off);
+  if (len == 0)
+    return 0;
+  if (!im->fmt->extents)
+    return extent_list_add(out, off, len, EXTENT_DATA, e);
+  size_t first = out->n;
+  if (im->fmt->extents(im, off, len, out, e) < 0)
+    return -1;
+  /* The map must tile [off, off+len) exactly. */
+  uint64_t at = off;
+  for (size_t i = first; i < out->n; i++) {
+    if (out->v[i].off != at || out->v[i].len == 0)
+      return error_set(e, ERR_FORMAT, "%s: internal error: map is not contiguous at %llu",
+                       im->path, (unsigned long long)at);
+    at += out->v[i].len;
+  }
+  if (at != off + len)
+    return error_set(e, ERR_FORMAT, "%s: internal error: map ends at %llu, not %llu", im->path,
+                     (unsigned long long)at, (unsigned long long)(off + len));
+  return 0;
+}
+
+int64_t img_actual_size(struct img *im)
+{
+  struct stat st;
+  if (im->fd < 0 || fstat(im->fd, &st) < 0)
+    return -1;
+  return (int64_t)st.st_blocks * 512;
+}
+
+int extent_list_add(struct extent_list *l, uint64_t off, uint64_t len, enum extent_kind kind,
+                    struct error *e)
+{
+  if (len == 0)
+    return 0;
+  if (l->n) {
+    struct extent *last = &l->v[l->n - 1];
+    if (last->kind == kind && last->off + last->len == off) {
+      last->len += len;
+      return 0;
+    }
+  }
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    struct extent *v = realloc(l->v, cap * sizeof *v);
+    if (!v)
+      return error_set(e, ERR_NOMEM, "out of memory for the map");
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = (struct extent){ off, len, kind };
+  return 0;
+}
+
+void extent_list_free(struct extent_list *l)
+{
+  free(l->v);
+  *l = (struct extent_list){ 0 };
+}
+
+const char *extent_kind_name(enum extent_kind k)
+{
+  switch (k) {
+  case EXTENT_DATA: return "data";
+  case EXTENT_ZERO: return "zero";
+  case EXTENT_HOLE: return "hole";
+  }
+  return "?";
+}
+
+int img_pread_file(int fd, void *buf, size_t len, uint64_t off, const char *path,
+                   struct error *e)
+{
+  uint8_t *p = buf;
+  while (len) {
+    ssize_t n = pread(fd, p, len, (off_t)off);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return error_errno(e, "%s: read at offset %llu", path, (unsigned long long)off);
+    }
+    if (n == 0)
+      return error_set(e, ERR_FORMAT, "%s: file ends before offset %llu (truncated?)", path,
+                       (unsigned long long)(off + len));
+    p += n;
+    off += (uint64_t)n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const char *path,
+                    struct error *e)
+{
+  const uint8_t *p = buf;
+  while (len) {
+    ssize_t n = pwrite(fd, p, len, (off_t)off);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return error_errno(e, "%s: write at offset %llu", path, (unsigned long long)off);
+    }
+    p += n;
+    off += (uint64_t)n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+bool buf_is_zero(const void *buf, size_t len)
+{
+  const uint8_t *p = buf;
+  /* Check the first 16 bytes, then compare the buffer with itself shifted. */
+  size_t head = len < 16 ? len : 16;
+  for (size_t i = 0; i < head; i++)
+    if (p[i])
+      return false;
+  return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
