@@ -1,11 +1,11 @@
 #!/bin/sh
-# Installs the Debian packages listed in .ci/packages (as root, or through sudo).
+# Installs the Debian packages listed in .ci/packages that are missing
+# (as root, or through sudo).
 set -eu
-here=$(dirname "$0")
-pkgs=$(grep -v '^#' "$here/packages" | tr '\n' ' ')
-missing=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' $pkgs 2>/dev/null | awk '$2 != "installed" {print $1}')
-missing="$missing $(for p in $pkgs; do dpkg-query -W "$p" >/dev/null 2>&1 || echo "$p"; done)"
-missing=$(echo $missing)
+missing=""
+for p in $(grep -v '^#' "$(dirname "$0")/packages"); do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
 [ -z "$missing" ] && exit 0
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo

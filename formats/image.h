@@ -119,6 +119,10 @@ const struct image_format *const *img_formats(void); /* NULL-terminated */
 /* Opens path; fmt NULL probes. */
 struct img *img_open(const char *path, const char *fmt, const struct open_opts *o,
                      struct error *e);
+/* The same on an open file descriptor, which the image owns from then on
+ * (closed on failure too); path only names it in messages. */
+struct img *img_open_fd(int fd, const char *path, const char *fmt, const struct open_opts *o,
+                        struct error *e);
 /* Creates path (O_EXCL) as a new image of fmt. */
 struct img *img_create(const char *path, const char *fmt, uint64_t size,
                        struct create_opts *o, struct error *e);

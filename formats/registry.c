@@ -53,17 +53,24 @@ static const struct image_format *probe(int fd, const char *path, struct error *
 struct img *img_open(const char *path, const char *fmtname, const struct open_opts *o,
                      struct error *e)
 {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error_errno(e, "%s: open", path);
+    return NULL;
+  }
+  return img_open_fd(fd, path, fmtname, o, e);
+}
+
+struct img *img_open_fd(int fd, const char *path, const char *fmtname,
+                        const struct open_opts *o, struct error *e)
+{
   static const struct open_opts defaults;
   if (!o)
     o = &defaults;
   const struct image_format *f = NULL;
   if (fmtname && !(f = img_format_by_name(fmtname))) {
     error_set(e, ERR_USAGE, "unknown format '%s'", fmtname);
-    return NULL;
-  }
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    error_errno(e, "%s: open", path);
+    close(fd);
     return NULL;
   }
   struct stat st;
