@@ -340,6 +340,61 @@ out:
   return ret;
 }
 
+/* Whether [off, off+len) is data in a map covering it (sorted extents). */
+static bool map_has_data(const struct extent_list *m, size_t *i, uint64_t off, uint64_t len)
+{
+  while (*i < m->n && m->v[*i].off + m->v[*i].len <= off)
+    (*i)++;
+  for (size_t j = *i; j < m->n && m->v[j].off < off + len; j++)
+    if (m->v[j].kind == EXTENT_DATA)
+      return true;
+  return false;
+}
+
+int copy_verify(struct img *a, struct img *b, struct error *e)
+{
+  if (a->size != b->size)
+    return error_set(e, ERR_FORMAT, "%s: verify: virtual size %llu differs from %s's %llu",
+                     b->path, (unsigned long long)b->size, a->path, (unsigned long long)a->size);
+  struct extent_list ma = { 0 }, mb = { 0 };
+  uint8_t *ba = malloc(CHUNK), *bb = malloc(CHUNK);
+  int ret = -1;
+  if (!ba || !bb) {
+    error_set(e, ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (uint64_t win = 0; win < a->size; win += MAP_WINDOW) {
+    uint64_t wlen = a->size - win < MAP_WINDOW ? a->size - win : MAP_WINDOW;
+    ma.n = mb.n = 0;
+    if (img_extents(a, win, wlen, &ma, e) < 0 || img_extents(b, win, wlen, &mb, e) < 0)
+      goto out;
+    size_t ia = 0, ib = 0;
+    for (uint64_t off = win; off < win + wlen; off += CHUNK) {
+      size_t len = win + wlen - off < CHUNK ? (size_t)(win + wlen - off) : CHUNK;
+      bool da = map_has_data(&ma, &ia, off, len), db = map_has_data(&mb, &ib, off, len);
+      if (!da && !db)
+        continue; /* both read as zeros */
+      if (img_pread(a, ba, len, off, e) < 0 || img_pread(b, bb, len, off, e) < 0)
+        goto out;
+      if (memcmp(ba, bb, len) != 0) {
+        size_t k = 0;
+        while (ba[k] == bb[k])
+          k++;
+        error_set(e, ERR_FORMAT, "%s: verify: content differs from %s at offset %llu", b->path,
+                  a->path, (unsigned long long)(off + k));
+        goto out;
+      }
+    }
+  }
+  ret = 0;
+out:
+  free(ba);
+  free(bb);
+  extent_list_free(&ma);
+  extent_list_free(&mb);
+  return ret;
+}
+
 int copy_to_file(struct img *src, const char *dst_path, const char *fmt,
                  struct create_opts *co, bool force, const struct copy_opts *o,
                  struct copy_stats *st, struct error *e)
@@ -367,6 +422,11 @@ int copy_to_file(struct img *src, const char *dst_path, const char *fmt,
   }
   int ret = copy_image(src, dst, o, st, e);
   img_close(dst);
+  if (ret == 0 && o->verify) {
+    struct img *back = img_open(tmp, fmt, &(struct open_opts){ .quiet = true }, e);
+    ret = back ? copy_verify(src, back, e) : -1;
+    img_close(back);
+  }
   if (ret == 0 && rename(tmp, dst_path) < 0)
     ret = error_errno(e, "%s: rename from %s", dst_path, tmp);
   if (ret < 0)

@@ -13,6 +13,7 @@ struct copy_opts {
   unsigned threads;  /* workers; 0 = one per core (at least 2) */
   bool progress;     /* draw a progress bar on stderr */
   bool write_zeros;  /* hand zero blocks to the writer too (default: skip) */
+  bool verify;       /* copy_to_file: read the result back and compare it */
   const volatile sig_atomic_t *cancel; /* set by a signal handler to stop */
 };
 
@@ -26,6 +27,10 @@ struct copy_stats {
 /* Copies every byte of src to dst (same virtual size), then dst->finish. */
 int copy_image(struct img *src, struct img *dst, const struct copy_opts *o,
                struct copy_stats *st, struct error *e);
+
+/* Compares every byte of a and b (same virtual size); reads only where
+ * either map has data. */
+int copy_verify(struct img *a, struct img *b, struct error *e);
 
 /* Creates dst_path as fmt from src through a temporary name in the same
  * directory, renamed only when the copy and finish succeeded; an existing

@@ -10,7 +10,7 @@
 static void help(void)
 {
   printf("Usage: amiport convert [-f FMT] -O FMT [-o OPTIONS] [-c] [-p] [-j N] [--force]\n"
-         "                       [--allow-backing] SRC DST\n\n"
+         "                       [--verify] [--allow-backing] SRC DST\n\n"
          "Copies SRC into a new image DST of format FMT, reading only the data SRC's map\n"
          "names and leaving zeros unallocated. DST is written under a temporary name and\n"
          "renamed only when complete; on failure or Ctrl-C nothing is left behind.\n\n"
@@ -21,6 +21,7 @@ static void help(void)
          "  -p, --progress           show progress (default when stderr is a terminal)\n"
          "  -j, --jobs N             worker threads (default: one per core)\n"
          "      --force              overwrite DST if it exists\n"
+         "      --verify             read DST back and compare it with SRC before renaming\n"
          "      --allow-backing      follow backing files SRC names\n"
          "  -h, --help               show this help\n");
   for (const struct image_format *const *f = img_formats(); *f; f++)
@@ -38,6 +39,7 @@ int cmd_convert(int argc, char **argv)
     { "progress", no_argument, NULL, 'p' },
     { "jobs", required_argument, NULL, 'j' },
     { "force", no_argument, NULL, 'F' },
+    { "verify", no_argument, NULL, 'V' },
     { "allow-backing", no_argument, NULL, 'B' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
@@ -72,6 +74,7 @@ int cmd_convert(int argc, char **argv)
       break;
     }
     case 'F': force = true; break;
+    case 'V': cp.verify = true; break;
     case 'B': oo.allow_backing = true; break;
     case 'h': help(); rc = EXIT_OK; goto out;
     default: rc = cli_usage("convert", "unknown option"); goto out;
