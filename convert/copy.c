@@ -63,45 +63,106 @@ static void engine_fail(struct engine *g, const struct error *e)
   pthread_mutex_unlock(&g->lock);
 }
 
-/* Writes the non-zero runs of buf (unit u) to the destination. */
-static int write_unit(struct engine *g, const uint8_t *buf, const struct unit *u,
-                      struct error *e)
+#define MAX_RUNS (CHUNK / 4096)
+
+struct run {
+  size_t start, stop;
+  void *blob; /* what encode returned */
+};
+
+/* Splits unit u into the runs of buf to write: every block, or only the ones
+ * that are not all zeros. */
+static size_t unit_runs(struct engine *g, const uint8_t *buf, const struct unit *u,
+                        struct run *runs)
 {
-  uint64_t written = 0;
-  size_t at = 0;
+  size_t n = 0, at = 0, gran = g->zero_gran;
+  if (g->o->write_zeros) {
+    runs[0] = (struct run){ 0, u->len, NULL };
+    return 1;
+  }
   while (at < u->len) {
-    size_t gran = g->zero_gran;
     size_t start = at;
-    if (!g->o->write_zeros)
-      while (start < u->len && buf_is_zero(buf + start, u->len - start < gran ? u->len - start : gran))
-        start += gran;
+    while (start < u->len && buf_is_zero(buf + start, u->len - start < gran ? u->len - start : gran))
+      start += gran;
     if (start >= u->len)
       break;
     size_t stop = start + gran;
-    if (!g->o->write_zeros)
-      while (stop < u->len && !buf_is_zero(buf + stop, u->len - stop < gran ? u->len - stop : gran))
-        stop += gran;
+    while (stop < u->len && !buf_is_zero(buf + stop, u->len - stop < gran ? u->len - stop : gran))
+      stop += gran;
     if (stop > u->len)
       stop = u->len;
-    if (g->dst->fmt->pwrite(g->dst, buf + start, stop - start, u->off + start, e) < 0)
-      return -1;
-    written += stop - start;
+    runs[n++] = (struct run){ start, stop, NULL };
     at = stop;
   }
+  return n;
+}
+
+/* Waits until it is unit seq's turn; false when the copy failed meanwhile. */
+static bool wait_turn(struct engine *g, uint64_t seq)
+{
+  pthread_mutex_lock(&g->lock);
+  while (g->next_write != seq && !g->failed)
+    pthread_cond_wait(&g->changed, &g->lock);
+  bool ok = !g->failed;
+  pthread_mutex_unlock(&g->lock);
+  return ok;
+}
+
+static void pass_turn(struct engine *g)
+{
+  pthread_mutex_lock(&g->lock);
+  g->next_write++;
+  pthread_cond_broadcast(&g->changed);
+  pthread_mutex_unlock(&g->lock);
+}
+
+/* Writes unit u (read into buf) to the destination, in its turn when the
+ * writer needs order. Returns 1 when the copy failed elsewhere meanwhile. */
+static int write_unit(struct engine *g, const uint8_t *buf, const struct unit *u,
+                      struct run *runs, struct error *e)
+{
+  const struct image_format *f = g->dst->fmt;
+  bool ordered = f->flags & FMT_ORDERED_WRITES;
+  size_t n = unit_runs(g, buf, u, runs), i;
+  int ret = -1;
+  uint64_t written = 0;
+  if (ordered && f->encode)
+    for (i = 0; i < n; i++)
+      if (!(runs[i].blob = f->encode(g->dst, buf + runs[i].start, runs[i].stop - runs[i].start,
+                                     u->off + runs[i].start, e)))
+        goto out;
+  if (ordered && !wait_turn(g, u->seq)) {
+    ret = 1;
+    goto out;
+  }
+  for (i = 0; i < n; i++) {
+    int r = runs[i].blob ? f->commit(g->dst, runs[i].blob, e)
+                         : f->pwrite(g->dst, buf + runs[i].start, runs[i].stop - runs[i].start,
+                                     u->off + runs[i].start, e);
+    if (r < 0)
+      break;
+    written += runs[i].stop - runs[i].start;
+  }
+  if (ordered)
+    pass_turn(g);
+  ret = i == n ? 0 : -1;
+out:
+  for (i = 0; i < n; i++)
+    free(runs[i].blob);
   __atomic_add_fetch(&g->bytes_written, written, __ATOMIC_RELAXED);
-  return 0;
+  return ret;
 }
 
 static void *worker(void *arg)
 {
   struct engine *g = arg;
   struct error e = { 0 };
-  bool ordered = g->dst->fmt->flags & FMT_ORDERED_WRITES;
   uint8_t *buf = malloc(CHUNK);
-  if (!buf) {
+  struct run *runs = malloc(MAX_RUNS * sizeof *runs);
+  if (!buf || !runs) {
     error_set(&e, ERR_NOMEM, "out of memory for a copy buffer");
     engine_fail(g, &e);
-    return NULL;
+    goto out;
   }
   for (;;) {
     pthread_mutex_lock(&g->lock);
@@ -127,28 +188,15 @@ static void *worker(void *arg)
       break;
     }
     __atomic_add_fetch(&g->bytes_read, u.len, __ATOMIC_RELAXED);
-    if (ordered) {
-      pthread_mutex_lock(&g->lock);
-      while (g->next_write != u.seq && !g->failed)
-        pthread_cond_wait(&g->changed, &g->lock);
-      bool stop = g->failed;
-      pthread_mutex_unlock(&g->lock);
-      if (stop)
-        break;
-    }
-    int r = write_unit(g, buf, &u, &e);
-    if (ordered) {
-      pthread_mutex_lock(&g->lock);
-      g->next_write++;
-      pthread_cond_broadcast(&g->changed);
-      pthread_mutex_unlock(&g->lock);
-    }
-    if (r < 0) {
+    int r = write_unit(g, buf, &u, runs, &e);
+    if (r < 0)
       engine_fail(g, &e);
+    if (r)
       break;
-    }
   }
+out:
   free(buf);
+  free(runs);
   return NULL;
 }
 

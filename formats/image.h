@@ -98,6 +98,13 @@ struct image_format {
   int (*describe)(struct img *im, struct json_object *obj, struct error *e);
   int (*create)(struct img *im, uint64_t size, struct create_opts *o, struct error *e);
   int (*pwrite)(struct img *im, const void *buf, size_t len, uint64_t off, struct error *e);
+  /* Streaming writers (FMT_ORDERED_WRITES) may split a write in two, so the
+   * costly part runs on every core: encode (any thread, in parallel; e.g.
+   * compress a grain) returns a malloc'd blob, then commit takes the blobs
+   * in increasing offset order (the copy engine frees them). Without encode,
+   * pwrite is called in order. */
+  void *(*encode)(struct img *im, const void *buf, size_t len, uint64_t off, struct error *e);
+  int (*commit)(struct img *im, void *encoded, struct error *e);
   int (*finish)(struct img *im, struct error *e);
   void (*close)(struct img *im);
 };
@@ -165,5 +172,9 @@ static inline void put_le64(uint8_t *p, uint64_t v) { put_le32(p, (uint32_t)v); 
 
 extern const struct image_format format_raw;
 extern const struct image_format format_qcow2;
+extern const struct image_format format_vmdk;
+extern const struct image_format format_ova;
+extern const struct image_format format_vhd;
+extern const struct image_format format_vhdx;
 
 #endif

@@ -14,6 +14,10 @@
 
 static const struct image_format *const formats[] = {
   &format_qcow2,
+  &format_vmdk,
+  &format_ova,
+  &format_vhd,
+  &format_vhdx,
   &format_raw,
   NULL,
 };
