@@ -85,6 +85,7 @@ enum image_format_flags {
 
 struct image_format {
   const char *name;
+  const char *alias; /* another name -f/-O accept (vhd for vpc) */
   const char *description;
   unsigned flags;
   const char *create_help; /* the -o options, one per line */

@@ -27,7 +27,8 @@ const struct image_format *const *img_formats(void) { return formats; }
 const struct image_format *img_format_by_name(const char *name)
 {
   for (size_t i = 0; formats[i]; i++)
-    if (strcmp(formats[i]->name, name) == 0)
+    if (strcmp(formats[i]->name, name) == 0 ||
+        (formats[i]->alias && strcmp(formats[i]->alias, name) == 0))
       return formats[i];
   return NULL;
 }

@@ -5,11 +5,12 @@
 static int vhd_open(struct img *im, const struct open_opts *o, struct error *e)
 {
   (void)o;
-  return error_set(e, ERR_UNSUPPORTED, "%s: the vhd format is not supported yet", im->path);
+  return error_set(e, ERR_UNSUPPORTED, "%s: the vpc (VHD) format is not supported yet", im->path);
 }
 
 const struct image_format format_vhd = {
-  .name = "vhd",
+  .name = "vpc",
+  .alias = "vhd",
   .description = "Microsoft Virtual Hard Disk",
   .flags = FMT_NO_PROBE,
   .open = vhd_open,
