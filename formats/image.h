@@ -91,6 +91,8 @@ struct image_format {
   const char *create_help; /* the -o options, one per line */
   /* 0..100: how sure the first bytes are this format; raw answers 1. */
   int (*probe)(const uint8_t *head, size_t len);
+  /* Optional second bid on the last 512 bytes (a fixed VHD's footer). */
+  int (*probe_tail)(const uint8_t *tail, size_t len);
   int (*open)(struct img *im, const struct open_opts *o, struct error *e);
   int (*pread)(struct img *im, void *buf, size_t len, uint64_t off, struct error *e);
   int (*extents)(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,

@@ -35,21 +35,29 @@ const struct image_format *img_format_by_name(const char *name)
 
 static const struct image_format *probe(int fd, const char *path, struct error *e)
 {
-  uint8_t head[4096];
-  ssize_t n = pread(fd, head, sizeof head, 0);
-  if (n < 0) {
+  uint8_t head[4096], tail[512];
+  ssize_t n = pread(fd, head, sizeof head, 0), nt = 0;
+  struct stat st;
+  if (n >= 0 && fstat(fd, &st) == 0 && st.st_size >= (off_t)sizeof tail)
+    nt = pread(fd, tail, sizeof tail, st.st_size - (off_t)sizeof tail);
+  if (n < 0 || nt < 0) {
     error_errno(e, "%s: read", path);
     return NULL;
   }
   const struct image_format *best = NULL;
   int best_score = 0;
   for (size_t i = 0; formats[i]; i++) {
-    if (formats[i]->flags & FMT_NO_PROBE || !formats[i]->probe)
+    const struct image_format *f = formats[i];
+    if (f->flags & FMT_NO_PROBE)
       continue;
-    int s = formats[i]->probe(head, (size_t)n);
+    int s = f->probe ? f->probe(head, (size_t)n) : 0;
+    if (f->probe_tail && nt == (ssize_t)sizeof tail) {
+      int t = f->probe_tail(tail, sizeof tail);
+      s = t > s ? t : s;
+    }
     if (s > best_score) {
       best_score = s;
-      best = formats[i];
+      best = f;
     }
   }
   return best;
