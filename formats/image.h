@@ -54,6 +54,8 @@ struct open_chain {
 struct open_opts {
   bool allow_backing;       /* follow backing files the image names */
   bool quiet;               /* no warnings on stderr (fuzzing, tests) */
+  bool allow_extent_paths;  /* open VMDK extents outside the descriptor's directory */
+  unsigned disk_index;      /* OVA: which disk to open, 1-based; 0 = the first */
   uint64_t max_table_bytes; /* cap on tables a parser allocates; 0 = default */
   const struct open_chain *chain; /* set by the registry for backing files */
 };

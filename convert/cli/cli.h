@@ -25,5 +25,6 @@ const char *cli_human_size(uint64_t n, char buf[32]);
 int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif

@@ -10,7 +10,8 @@
 static void help(void)
 {
   printf("Usage: amiport convert [-f FMT] -O FMT [-o OPTIONS] [-c] [-p] [-j N] [--force]\n"
-         "                       [--verify] [--allow-backing] SRC DST\n\n"
+         "                       [--verify] [--allow-backing] [--allow-extent-paths]\n"
+         "                       [--disk N] SRC DST\n\n"
          "Copies SRC into a new image DST of format FMT, reading only the data SRC's map\n"
          "names and leaving zeros unallocated. DST is written under a temporary name and\n"
          "renamed only when complete; on failure or Ctrl-C nothing is left behind.\n\n"
@@ -23,6 +24,8 @@ static void help(void)
          "      --force              overwrite DST if it exists\n"
          "      --verify             read DST back and compare it with SRC before renaming\n"
          "      --allow-backing      follow backing files SRC names\n"
+         "      --allow-extent-paths let a VMDK descriptor name extents outside its directory\n"
+         "      --disk N             OVA: convert the Nth disk (1 = the first, the default)\n"
          "  -h, --help               show this help\n");
   for (const struct image_format *const *f = img_formats(); *f; f++)
     if ((*f)->create && (*f)->create_help && *(*f)->create_help)
@@ -41,6 +44,8 @@ int cmd_convert(int argc, char **argv)
     { "force", no_argument, NULL, 'F' },
     { "verify", no_argument, NULL, 'V' },
     { "allow-backing", no_argument, NULL, 'B' },
+    { "allow-extent-paths", no_argument, NULL, 'E' },
+    { "disk", required_argument, NULL, 'D' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
@@ -76,6 +81,17 @@ int cmd_convert(int argc, char **argv)
     case 'F': force = true; break;
     case 'V': cp.verify = true; break;
     case 'B': oo.allow_backing = true; break;
+    case 'E': oo.allow_extent_paths = true; break;
+    case 'D': {
+      char *end;
+      long n = strtol(optarg, &end, 10);
+      if (*end || n < 1 || n > 65535) {
+        rc = cli_usage("convert", "--disk must be 1 to 65535, not '%s'", optarg);
+        goto out;
+      }
+      oo.disk_index = (unsigned)n;
+      break;
+    }
     case 'h': help(); rc = EXIT_OK; goto out;
     default: rc = cli_usage("convert", "unknown option"); goto out;
     }

@@ -4,14 +4,17 @@
 #include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static const char help[] =
-  "Usage: amiport info [-f FMT] [--output=human|json] [--allow-backing] IMAGE\n\n"
+  "Usage: amiport info [-f FMT] [--output=human|json] [--allow-backing] [--allow-extent-paths] [--disk N] IMAGE\n\n"
   "Shows the image's format, virtual size, size on disk, cluster size, how much of it\n"
   "is data, zeros and unallocated, and the format's features.\n\n"
   "  -f, --format FMT     read IMAGE as FMT instead of probing it\n"
   "      --output FORMAT  human (default) or json\n"
   "      --allow-backing  follow backing files the image names\n"
+  "      --allow-extent-paths  let a VMDK descriptor name extents outside its directory\n"
+  "      --disk N         OVA: the Nth disk (1 = the first, the default)\n"
   "  -h, --help           show this help\n";
 
 /* Sums the map of the whole image by kind. */
@@ -48,6 +51,8 @@ int cmd_info(int argc, char **argv)
     { "format", required_argument, NULL, 'f' },
     { "output", required_argument, NULL, 'O' },
     { "allow-backing", no_argument, NULL, 'B' },
+    { "allow-extent-paths", no_argument, NULL, 'E' },
+    { "disk", required_argument, NULL, 'D' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
@@ -60,6 +65,15 @@ int cmd_info(int argc, char **argv)
     case 'f': fmt = optarg; break;
     case 'O': if (cli_parse_output("info", optarg, &out)) return EXIT_USAGE; break;
     case 'B': oo.allow_backing = true; break;
+    case 'E': oo.allow_extent_paths = true; break;
+    case 'D': {
+      char *end;
+      long n = strtol(optarg, &end, 10);
+      if (*end || n < 1 || n > 65535)
+        return cli_usage("info", "--disk must be 1 to 65535, not '%s'", optarg);
+      oo.disk_index = (unsigned)n;
+      break;
+    }
     case 'h': fputs(help, stdout); return EXIT_OK;
     default: return cli_usage("info", "unknown option");
     }

@@ -11,6 +11,7 @@ static const struct command {
   { "info", "show an image's format, size and allocation", cmd_info },
   { "map", "show where an image's data, zeros and holes are", cmd_map },
   { "convert", "copy an image to another format", cmd_convert },
+  { "check", "tell whether the disk will boot on EC2, and why not", cmd_check },
 };
 
 static void usage(FILE *f)

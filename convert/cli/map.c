@@ -5,14 +5,17 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static const char help[] =
-  "Usage: amiport map [-f FMT] [--output=human|json] [--allow-backing] IMAGE\n\n"
+  "Usage: amiport map [-f FMT] [--output=human|json] [--allow-backing] [--allow-extent-paths] [--disk N] IMAGE\n\n"
   "Prints the image's map: each run of data, zeros (written as zeros) and holes\n"
   "(never written). The JSON has the shape of 'qemu-img map --output=json'.\n\n"
   "  -f, --format FMT     read IMAGE as FMT instead of probing it\n"
   "      --output FORMAT  human (default) or json\n"
   "      --allow-backing  follow backing files the image names\n"
+  "      --allow-extent-paths  let a VMDK descriptor name extents outside its directory\n"
+  "      --disk N         OVA: the Nth disk (1 = the first, the default)\n"
   "  -h, --help           show this help\n";
 
 static void print_extent(const struct extent *x, enum output out, bool first)
@@ -32,6 +35,8 @@ int cmd_map(int argc, char **argv)
     { "format", required_argument, NULL, 'f' },
     { "output", required_argument, NULL, 'O' },
     { "allow-backing", no_argument, NULL, 'B' },
+    { "allow-extent-paths", no_argument, NULL, 'E' },
+    { "disk", required_argument, NULL, 'D' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
@@ -44,6 +49,15 @@ int cmd_map(int argc, char **argv)
     case 'f': fmt = optarg; break;
     case 'O': if (cli_parse_output("map", optarg, &out)) return EXIT_USAGE; break;
     case 'B': oo.allow_backing = true; break;
+    case 'E': oo.allow_extent_paths = true; break;
+    case 'D': {
+      char *end;
+      long n = strtol(optarg, &end, 10);
+      if (*end || n < 1 || n > 65535)
+        return cli_usage("map", "--disk must be 1 to 65535, not '%s'", optarg);
+      oo.disk_index = (unsigned)n;
+      break;
+    }
     case 'h': fputs(help, stdout); return EXIT_OK;
     default: return cli_usage("map", "unknown option");
     }

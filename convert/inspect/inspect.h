@@ -1,0 +1,104 @@
+/* inspect.h - what the normalizer learns about a guest from its disk, and
+ * the findings that say whether it will boot on EC2. Filled by
+ * inspect_image (inspect.c, boot.c, os.c); judged by check.c. */
+#ifndef AMIPORT_INSPECT_H
+#define AMIPORT_INSPECT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fs.h"
+#include "kernel.h"
+#include "part.h"
+
+#define INSPECT_MAX_FS 16
+#define INSPECT_MAX_KERNELS 16
+#define INSPECT_MAX_FSTAB 64
+#define INSPECT_MAX_FINDINGS 48
+
+struct inspect_volume {
+  const struct partition *part; /* NULL: the filesystem fills the whole disk */
+  uint64_t start, size;
+  const char *fs_name;          /* driver or recognised signature, or NULL */
+  bool mounted;
+  struct fs fs;
+};
+
+enum driver_state { DRV_MISSING, DRV_BUILTIN, DRV_IN_INITRAMFS, DRV_NOT_IN_INITRAMFS };
+
+struct inspect_kernel {
+  char path[256];    /* as the guest sees it: /boot/vmlinuz-6.1.0-13-amd64 */
+  char version[128];
+  const char *arch;
+  bool is_default;
+};
+
+struct fstab_entry {
+  char spec[160], file[160], type[32], options[160];
+};
+
+enum severity { SEV_ERROR, SEV_WARNING, SEV_INFO };
+
+struct finding {
+  const char *code;
+  enum severity severity;
+  char message[400];
+};
+
+struct inspection {
+  const char *format;
+  uint64_t virtual_size;
+  struct disk disk;
+  struct part_table pt;
+  struct inspect_volume vol[INSPECT_MAX_FS];
+  size_t nvol;
+  int root, boot, esp;      /* indexes into vol, -1 when not found */
+  const char *boot_prefix;  /* "/boot" when /boot is on the root filesystem, "" on its own */
+
+  char os_id[64], os_version[64], os_pretty[128];
+  const char *arch;         /* x86_64, arm64, i386, or NULL */
+  bool bios, uefi;          /* boot modes the disk supports */
+  char bootloader[32], bootloader_version[32];
+  char efi_loader[64];      /* \EFI\BOOT\BOOTX64.EFI */
+  const char *efi_arch;
+  bool lilo, grub_core_missing;
+
+  struct inspect_kernel kernels[INSPECT_MAX_KERNELS];
+  size_t nkernels;
+  int default_kernel;       /* index, -1 none */
+  char cmdline[1024];       /* of the default boot entry */
+  bool cmdline_known;
+  struct initramfs_info initrd;
+  bool initrd_found, initrd_scanned;
+  char initrd_error[512];
+  enum driver_state drivers[INITRAMFS_NDRIVERS];
+
+  struct fstab_entry fstab[INSPECT_MAX_FSTAB];
+  size_t nfstab;
+  bool cloud_init;
+
+  struct finding findings[INSPECT_MAX_FINDINGS];
+  size_t nfindings;
+};
+
+/* Reads the guest; errors only for I/O failures and malformed images (a
+ * guest that cannot boot is described by findings, not by an error). */
+int inspect_image(struct img *im, struct inspection *in, struct error *e);
+void inspect_free(struct inspection *in);
+
+/* boot.c: bootloaders in the MBR, the post-MBR gap, a BIOS boot partition
+ * and on the ESP. */
+int inspect_boot(struct inspection *in, struct error *e);
+/* os.c: os-release, fstab, boot entries, kernels, initramfs and drivers. */
+int inspect_os(struct inspection *in, struct error *e);
+
+/* check.c */
+void inspect_add_finding(struct inspection *in, const char *code, enum severity sev,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void inspect_judge(struct inspection *in); /* adds the findings */
+bool inspect_importable(const struct inspection *in);
+struct json_object *inspect_to_json(const struct inspection *in);
+const char *driver_state_name(enum driver_state s);
+const char *severity_name(enum severity s);
+
+#endif
