@@ -72,7 +72,7 @@ struct src {
   z_stream z;
   ZSTD_DStream *zs;
   lzma_stream xz;
-  uint8_t *lz4_out;
+  uint8_t *lz4_in, *lz4_out;
   uint8_t *out;
   size_t at, len;
   uint64_t total;
@@ -155,20 +155,23 @@ static int src_fill(struct src *s, struct error *e)
         s->end = true; /* the next archive, or padding */
         break;
       }
-      avail = raw_peek(s->raw, 4 + (size_t)csize, e);
-      if (avail < 0)
-        return -1;
-      in = s->raw->buf + s->raw->at;
-      if ((size_t)avail < 4 + (size_t)csize)
-        return error_set(e, ERR_FORMAT, "%s: lz4 block of %u bytes runs past the end", s->path,
-                         csize);
-      int n = LZ4_decompress_safe((const char *)in + 4, (char *)s->lz4_out, (int)csize, LZ4_BLOCK);
+      s->raw->at += 4;
+      for (size_t got = 0; got < csize;) {
+        ssize_t a = raw_peek(s->raw, csize - got, e);
+        if (a < 0)
+          return -1;
+        if (a == 0)
+          return error_set(e, ERR_FORMAT, "%s: lz4 block of %u bytes runs past the end",
+                           s->path, csize);
+        memcpy(s->lz4_in + got, s->raw->buf + s->raw->at, (size_t)a);
+        s->raw->at += (size_t)a;
+        got += (size_t)a;
+      }
+      int n = LZ4_decompress_safe((const char *)s->lz4_in, (char *)s->lz4_out, (int)csize,
+                                  LZ4_BLOCK);
       if (n < 0)
         return error_set(e, ERR_FORMAT, "%s: lz4 block is corrupt", s->path);
-      used = 4 + (size_t)csize;
-      /* Hand the block out through out[] in OUT_BUF pieces: keep it simple by
-       * pointing out at the lz4 buffer. */
-      s->out = s->lz4_out;
+      s->out = s->lz4_out; /* the block is handed out from its own buffer */
       s->len = (size_t)n;
       break;
     }
@@ -351,8 +354,11 @@ int initramfs_scan(struct fs *fs, uint64_t ino, uint64_t size, struct initramfs_
     } else if (memcmp(m, "\x02\x21\x4c\x18", 4) == 0) {
       s.codec = C_LZ4;
       r->at += 4;
-      if (!(s.lz4_out = malloc(LZ4_BLOCK)))
+      if (!(s.lz4_out = malloc(LZ4_BLOCK)) ||
+          !(s.lz4_in = malloc((size_t)LZ4_compressBound(LZ4_BLOCK)))) {
+        free(s.lz4_out);
         goto nomem;
+      }
       strcpy(out->compression, "lz4");
     } else {
       if (segment == 0) {
@@ -372,6 +378,7 @@ int initramfs_scan(struct fs *fs, uint64_t ino, uint64_t size, struct initramfs_
     ZSTD_freeDStream(s.zs);
     if (s.codec == C_XZ)
       lzma_end(&s.xz);
+    free(s.lz4_in);
     free(s.lz4_out);
     free(buf);
     if (c < 0)

@@ -4,9 +4,11 @@
  *   fsread IMAGE OFFSET SIZE cat PATH       file content to stdout
  *   fsread IMAGE OFFSET SIZE ls PATH        one "type name" line per entry
  *   fsread IMAGE OFFSET SIZE stat PATH      "type size mode" (no final symlink follow)
+ *   fsread IMAGE OFFSET SIZE initramfs PATH what initramfs_scan finds in the file
  * OFFSET and SIZE in bytes (SIZE 0 = to the end of the image). Exit 0 ok,
  * 1 error (message on stderr), 3 not found. */
 #include "fs.h"
+#include "kernel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +26,7 @@ static int print_entry(void *ctx, const char *name, uint64_t ino, enum fs_ftype 
 int main(int argc, char **argv)
 {
   if (argc < 5) {
-    fprintf(stderr, "usage: fsread IMAGE OFFSET SIZE info|cat|ls|stat [PATH]\n");
+    fprintf(stderr, "usage: fsread IMAGE OFFSET SIZE info|cat|ls|stat|initramfs [PATH]\n");
     return 2;
   }
   struct error e = { 0 };
@@ -61,6 +63,21 @@ int main(int argc, char **argv)
     if (r == 0) {
       fwrite(buf, 1, len, stdout);
       free(buf);
+    }
+    rc = r < 0 ? 1 : r == 1 ? 3 : 0;
+  } else if (strcmp(cmd, "initramfs") == 0) {
+    struct fs_inode in;
+    struct initramfs_info info;
+    r = fs_resolve(&fs, path, true, &in, &e);
+    if (r == 0)
+      r = initramfs_scan(&fs, in.ino, in.size, &info, &e);
+    if (r == 0) {
+      printf("compression=%s files=%u microcode=%d", info.compression, info.files,
+             info.microcode_prefix);
+      for (int i = 0; i < INITRAMFS_NDRIVERS; i++)
+        if (info.has[i])
+          printf(" %s", initramfs_module_names[i]);
+      printf("\n");
     }
     rc = r < 0 ? 1 : r == 1 ? 3 : 0;
   } else if (strcmp(cmd, "ls") == 0 || strcmp(cmd, "stat") == 0) {
