@@ -27,8 +27,9 @@ const char *const initramfs_module_names[INITRAMFS_NDRIVERS] = {
 
 /* The file, read through the filesystem driver, with a window for peeking. */
 struct raw {
-  struct fs *fs;
-  uint64_t ino, size, pos; /* pos: file offset of buf[len] */
+  initramfs_read_fn read;
+  void *ctx;
+  uint64_t size, pos; /* pos: file offset of buf[len] */
   uint8_t buf[RAW_BUF];
   size_t at, len;
 };
@@ -44,7 +45,7 @@ static int raw_fill(struct raw *r, struct error *e)
     size_t want = RAW_BUF - r->len;
     if (want > r->size - r->pos)
       want = (size_t)(r->size - r->pos);
-    ssize_t n = r->fs->drv->read(r->fs, r->ino, r->buf + r->len, want, r->pos, e);
+    ssize_t n = r->read(r->ctx, r->buf + r->len, want, r->pos, e);
     if (n < 0)
       return -1;
     if (n == 0)
@@ -55,12 +56,13 @@ static int raw_fill(struct raw *r, struct error *e)
   return 0;
 }
 
-/* Makes n bytes available at r->buf + r->at; returns how many are. */
+/* Makes at least n bytes (or all that is left) available at r->buf + r->at,
+ * refilling only when fewer are there; returns how many are available. */
 static ssize_t raw_peek(struct raw *r, size_t n, struct error *e)
 {
   if (r->len - r->at < n && raw_fill(r, e) < 0)
     return -1;
-  return (ssize_t)(r->len - r->at < n ? r->len - r->at : n);
+  return (ssize_t)(r->len - r->at);
 }
 
 enum codec { C_NONE, C_GZIP, C_ZSTD, C_XZ, C_LZ4 };
@@ -86,7 +88,7 @@ static int src_fill(struct src *s, struct error *e)
   if (s->end)
     return 0;
   while (s->len == 0 && !s->end) {
-    ssize_t avail = raw_peek(s->raw, RAW_BUF, e);
+    ssize_t avail = raw_peek(s->raw, s->codec == C_LZ4 ? 4 : 1, e);
     if (avail < 0)
       return -1;
     uint8_t *in = s->raw->buf + s->raw->at;
@@ -163,9 +165,10 @@ static int src_fill(struct src *s, struct error *e)
         if (a == 0)
           return error_set(e, ERR_FORMAT, "%s: lz4 block of %u bytes runs past the end",
                            s->path, csize);
-        memcpy(s->lz4_in + got, s->raw->buf + s->raw->at, (size_t)a);
-        s->raw->at += (size_t)a;
-        got += (size_t)a;
+        size_t take = (size_t)a < csize - got ? (size_t)a : csize - got;
+        memcpy(s->lz4_in + got, s->raw->buf + s->raw->at, take);
+        s->raw->at += take;
+        got += take;
       }
       int n = LZ4_decompress_safe((const char *)s->lz4_in, (char *)s->lz4_out, (int)csize,
                                   LZ4_BLOCK);
@@ -197,7 +200,7 @@ static ssize_t src_read(struct src *s, void *dst, uint64_t n, struct error *e)
     if (s->at == s->len) {
       if (s->codec == C_NONE) {
         /* Uncompressed: read straight from the raw window. */
-        ssize_t a = raw_peek(s->raw, RAW_BUF, e);
+        ssize_t a = raw_peek(s->raw, 1, e);
         if (a < 0)
           return -1;
         if (a == 0)
@@ -297,16 +300,15 @@ static int cpio_parse(struct src *s, struct initramfs_info *info, bool stop_at_t
   }
 }
 
-int initramfs_scan(struct fs *fs, uint64_t ino, uint64_t size, struct initramfs_info *out,
-                   struct error *e)
+int initramfs_scan_stream(initramfs_read_fn read, void *ctx, uint64_t size, const char *path,
+                          struct initramfs_info *out, struct error *e)
 {
   *out = (struct initramfs_info){ .compression = "none" };
   struct raw *r = calloc(1, sizeof *r);
   if (!r)
     return error_set(e, ERR_NOMEM, "out of memory");
-  *r = (struct raw){ .fs = fs, .ino = ino, .size = size };
+  *r = (struct raw){ .read = read, .ctx = ctx, .size = size };
   int ret = -1;
-  const char *path = fs->disk->img->path;
   for (int segment = 0; segment < 16; segment++) {
     /* Skip the zero padding between archives. */
     for (;;) {
@@ -393,4 +395,22 @@ nomem:
 out:
   free(r);
   return ret;
+}
+
+struct fs_file {
+  struct fs *fs;
+  uint64_t ino;
+};
+
+static ssize_t fs_file_read(void *ctx, void *buf, size_t len, uint64_t off, struct error *e)
+{
+  struct fs_file *f = ctx;
+  return f->fs->drv->read(f->fs, f->ino, buf, len, off, e);
+}
+
+int initramfs_scan(struct fs *fs, uint64_t ino, uint64_t size, struct initramfs_info *out,
+                   struct error *e)
+{
+  struct fs_file f = { fs, ino };
+  return initramfs_scan_stream(fs_file_read, &f, size, fs->disk->img->path, out, e);
 }

@@ -37,7 +37,15 @@ struct initramfs_info {
 
 #define INITRAMFS_MAX_OUTPUT (1ull << 30) /* decompressed bytes, at most */
 
-/* Lists an initramfs file (inode ino of fs) as a stream, in constant memory. */
+/* Reads up to len bytes at off; returns the count (0 at the end) or -1. */
+typedef ssize_t (*initramfs_read_fn)(void *ctx, void *buf, size_t len, uint64_t off,
+                                     struct error *e);
+
+/* Lists an initramfs of size bytes as a stream, in constant memory; name
+ * names it in errors. */
+int initramfs_scan_stream(initramfs_read_fn read, void *ctx, uint64_t size, const char *name,
+                          struct initramfs_info *out, struct error *e);
+/* The same for a file (inode ino) of a filesystem. */
 int initramfs_scan(struct fs *fs, uint64_t ino, uint64_t size, struct initramfs_info *out,
                    struct error *e);
 

@@ -1,0 +1,31 @@
+/* fuzz_inspect.c - libFuzzer harness: the input is a whole disk image
+ * (raw); the normalizer runs over it as `amiport check` does: partition
+ * tables, filesystems, bootloaders, kernels, initramfs, config files. */
+#include "inspect.h"
+
+#include <json-c/json.h>
+
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  int fd = memfd_create("fuzz", MFD_CLOEXEC);
+  if (fd < 0 || write(fd, data, size) != (ssize_t)size)
+    abort();
+  struct error e = { 0 };
+  struct img *im = img_open_fd(fd, "fuzz.img", "raw", &(struct open_opts){ .quiet = true }, &e);
+  if (!im)
+    return 0;
+  static struct inspection in;
+  if (inspect_image(im, &in, &e) == 0) {
+    struct json_object *j = inspect_to_json(&in);
+    json_object_put(j);
+  }
+  inspect_free(&in);
+  img_close(im);
+  return 0;
+}
