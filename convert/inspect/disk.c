@@ -7,8 +7,8 @@
 #include <string.h>
 
 struct disk_page {
-  uint64_t no; /* page number + 1; 0 = empty */
-  uint8_t data[DISK_PAGE];
+  uint64_t no;   /* page number + 1; 0 = empty */
+  uint8_t *data; /* allocated on first use: most inspections touch few pages */
 };
 
 int disk_init(struct disk *d, struct img *im, struct error *e)
@@ -21,6 +21,8 @@ int disk_init(struct disk *d, struct img *im, struct error *e)
 
 void disk_free(struct disk *d)
 {
+  for (size_t i = 0; d->pages && i < DISK_CACHE_PAGES; i++)
+    free(d->pages[i].data);
   free(d->pages);
   d->pages = NULL;
 }
@@ -38,6 +40,10 @@ static struct disk_page *disk_page(struct disk *d, uint64_t no, struct error *e)
     return NULL;
   }
   p->no = 0;
+  if (!p->data && !(p->data = malloc(DISK_PAGE))) {
+    error_set(e, ERR_NOMEM, "out of memory for the inspector's cache");
+    return NULL;
+  }
   if (img_pread(d->img, p->data, len, off, e) < 0)
     return NULL;
   memset(p->data + len, 0, DISK_PAGE - len);
