@@ -28,8 +28,8 @@ struct copy_stats {
 int copy_image(struct img *src, struct img *dst, const struct copy_opts *o,
                struct copy_stats *st, struct error *e);
 
-/* Compares every byte of a and b (same virtual size); reads only where
- * either map has data. */
+/* Compares every byte of a and b; reads only where either map has data. b
+ * may be larger (formats that round the size up) if the rest reads as zeros. */
 int copy_verify(struct img *a, struct img *b, struct error *e);
 
 /* Creates dst_path as fmt from src through a temporary name in the same

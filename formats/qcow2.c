@@ -342,6 +342,12 @@ static int qcow2_classify(struct img *im, struct qcow2 *q, const uint64_t *w, ui
   c->entry = entry;
   if (entry & QCOW2_OFLAG_COMPRESSED) {
     c->kind = CL_COMPRESSED;
+    uint64_t coffset = entry & ((1ull << qcow2_csize_shift(q->cluster_bits)) - 1);
+    if (coffset >= q->file_size)
+      return error_set(e, ERR_FORMAT, "%s: compressed cluster for guest offset %llu is at host "
+                       "offset 0x%llx, past the end of the file (size %llu)", im->path,
+                       (unsigned long long)off, (unsigned long long)coffset,
+                       (unsigned long long)q->file_size);
     return 0;
   }
   uint64_t host = entry & QCOW2_L2_OFFSET_MASK;
@@ -382,6 +388,12 @@ static int qcow2_classify(struct img *im, struct qcow2 *q, const uint64_t *w, ui
                        host % q->cluster_size ? "not cluster-aligned" : "past the end of the file",
                        (unsigned long long)q->file_size);
     c->host = host + in_cluster;
+    /* A whole cluster, or with subclusters the allocated run, is in the file. */
+    if (c->len > q->file_size - c->host)
+      return error_set(e, ERR_FORMAT, "%s: truncated: the data of guest offset %llu is at host "
+                       "offset 0x%llx to 0x%llx, past the end of the file (size %llu)", im->path,
+                       (unsigned long long)off, (unsigned long long)c->host,
+                       (unsigned long long)(c->host + c->len), (unsigned long long)q->file_size);
   }
   return 0;
 }
@@ -454,18 +466,6 @@ static int qcow2_read_compressed(struct img *im, struct qcow2 *q, uint64_t entry
   return 0;
 }
 
-/* Host file bytes past its end read as zeros (a last cluster written short). */
-static int qcow2_read_host(struct img *im, struct qcow2 *q, uint8_t *buf, uint64_t len,
-                           uint64_t host, struct error *e)
-{
-  uint64_t avail = host < q->file_size ? q->file_size - host : 0;
-  uint64_t n = len < avail ? len : avail;
-  if (n && img_pread_file(im->fd, buf, n, host, im->path, e) < 0)
-    return -1;
-  memset(buf + n, 0, len - n);
-  return 0;
-}
-
 static int qcow2_read_hole(struct qcow2 *q, uint8_t *buf, uint64_t len, uint64_t off,
                            struct error *e)
 {
@@ -523,7 +523,7 @@ static int qcow2_pread(struct img *im, void *vbuf, size_t len, uint64_t off, str
           host_end += more;
           i++;
         }
-        if (qcow2_read_host(im, q, dst, span, c.host, e) < 0)
+        if (img_pread_file(im->fd, dst, span, c.host, im->path, e) < 0)
           goto out;
       } else if (c.kind == CL_ZERO) {
         memset(dst, 0, span);

@@ -203,12 +203,15 @@ int img_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *
     return 0;
   if (!im->fmt->extents)
     return extent_list_add(out, off, len, EXTENT_DATA, e);
+  /* The map must tile [off, off+len) exactly. The format may have merged
+   * its first extent into the caller's last one when that ended at off. */
   size_t first = out->n;
+  bool joined = first && out->v[first - 1].off + out->v[first - 1].len == off;
   if (im->fmt->extents(im, off, len, out, e) < 0)
     return -1;
-  /* The map must tile [off, off+len) exactly. */
-  uint64_t at = off;
-  for (size_t i = first; i < out->n; i++) {
+  size_t i = joined ? first - 1 : first;
+  uint64_t at = joined ? out->v[i].off : off;
+  for (; i < out->n; i++) {
     if (out->v[i].off != at || out->v[i].len == 0)
       return error_set(e, ERR_FORMAT, "%s: internal error: map is not contiguous at %llu",
                        im->path, (unsigned long long)at);

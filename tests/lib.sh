@@ -1,0 +1,308 @@
+# lib.sh - helpers shared by the shell tests (sourced, never run).
+#
+# The tests are run by ctest as `bash tests/X.sh` with AMIPORT (the binary),
+# SRCDIR (the repository root) and TESTTMP (a scratch directory in the build
+# tree) in the environment. Exit status: 0 pass, 1 fail, 77 skip.
+#
+# After sourcing: call `setup_tmp`; it sets $T to a fresh directory under
+# $TESTTMP that is removed when the test passes and kept (and named) when it
+# fails, so the images can be inspected.
+
+set -u
+set -o pipefail
+
+: "${AMIPORT:?AMIPORT must name the amiport binary}"
+: "${TESTTMP:=${TMPDIR:-/tmp}}"
+: "${SRCDIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+
+if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+
+# How long one amiport run may take before it counts as a hang.
+AMIPORT_TIMEOUT=${AMIPORT_TIMEOUT:-120}
+
+TEST_NAME=$(basename "$0" .sh)
+T=
+
+fail() {
+  echo "FAIL [$TEST_NAME]: $*" >&2
+  exit 1
+}
+
+skip() {
+  echo "SKIP [$TEST_NAME]: $*"
+  exit 77
+}
+
+info() {
+  echo "[$TEST_NAME] $*"
+}
+
+lib_cleanup() {
+  local rc=$?
+  if [ -n "$T" ] && [ -d "$T" ]; then
+    if [ "$rc" -eq 0 ]; then
+      rm -rf "$T"
+    else
+      echo "[$TEST_NAME] exit $rc; scratch files kept in $T" >&2
+    fi
+  fi
+  exit "$rc"
+}
+
+setup_tmp() {
+  [ -x "$AMIPORT" ] || fail "AMIPORT=$AMIPORT is not an executable"
+  mkdir -p "$TESTTMP" || fail "cannot create TESTTMP=$TESTTMP"
+  T=$(mktemp -d "$TESTTMP/$TEST_NAME.XXXXXX") || fail "mktemp -d under $TESTTMP"
+  trap lib_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+require_cmd() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null 2>&1 || skip "$c is not installed"
+  done
+}
+
+# run_amiport ARGS... - runs the binary with a timeout; sets RC and leaves
+# stdout in $T/stdout and stderr in $T/stderr. A crash (signal, RC >= 128) or
+# a hang (timeout) fails the test at once; everything else is the caller's to judge.
+RC=0
+run_amiport() {
+  RC=0
+  timeout -k 5 "$AMIPORT_TIMEOUT" "$AMIPORT" "$@" >"$T/stdout" 2>"$T/stderr" || RC=$?
+  if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then
+    cat "$T/stderr" >&2
+    fail "amiport $* hung (killed after ${AMIPORT_TIMEOUT}s)"
+  fi
+  if [ "$RC" -ge 128 ]; then
+    cat "$T/stderr" >&2
+    fail "amiport $* crashed (exit $RC = signal $((RC - 128)))"
+  fi
+  return 0
+}
+
+# amiport_ok ARGS... - runs amiport and fails the test unless it exits 0.
+amiport_ok() {
+  run_amiport "$@"
+  if [ "$RC" -ne 0 ]; then
+    cat "$T/stderr" >&2
+    fail "amiport $* exited $RC, expected 0"
+  fi
+}
+
+# expect_rc WANT ARGS... - WANT may be "1" or a set like "1|2".
+expect_rc() {
+  local want=$1
+  shift
+  run_amiport "$@"
+  case "|$want|" in
+    *"|$RC|"*) ;;
+    *)
+      cat "$T/stderr" >&2
+      fail "amiport $* exited $RC, expected $want"
+      ;;
+  esac
+}
+
+# stderr_has PATTERN... - every PATTERN (an extended regex, matched
+# case-insensitively; use a|b for alternatives) must occur in $T/stderr.
+stderr_has() {
+  local p
+  for p in "$@"; do
+    grep -Eiq -- "$p" "$T/stderr" || {
+      echo "--- stderr was:" >&2
+      cat "$T/stderr" >&2
+      echo "---" >&2
+      fail "stderr of the last amiport run lacks /$p/"
+    }
+  done
+}
+
+# stderr_is_error - the house style: an error is one or more lines starting "amiport: ".
+stderr_is_error() {
+  grep -q '^amiport: ' "$T/stderr" || {
+    cat "$T/stderr" >&2
+    fail "stderr has no line starting with 'amiport: '"
+  }
+}
+
+# qimg ARGS... - qemu-img, failing the test on error (setup steps).
+qimg() {
+  qemu-img "$@" >"$T/qemu.out" 2>&1 || {
+    cat "$T/qemu.out" >&2
+    fail "qemu-img $* failed"
+  }
+}
+
+# qio IMAGE CMD... - qemu-io -f qcow2 with one -c per CMD.
+qio() {
+  local img=$1 c
+  shift
+  local args=()
+  for c in "$@"; do args+=(-c "$c"); done
+  qemu-io -f qcow2 "${args[@]}" "$img" >"$T/qemu.out" 2>&1 || {
+    cat "$T/qemu.out" >&2
+    fail "qemu-io $img ${*} failed"
+  }
+  if grep -qi 'error\|failed' "$T/qemu.out"; then
+    cat "$T/qemu.out" >&2
+    fail "qemu-io $img ${*} reported an error"
+  fi
+}
+
+# map_equal OURS.json QEMU.json - compares two `map --output=json` arrays on
+# (start, length, kind) after projecting each entry to a kind (data:true is
+# "data" whatever zero says, since qemu reports preallocated clusters as
+# data+zero; anything else is "zero") and merging adjacent entries of the
+# same kind. Prints the first difference and returns 1 when they differ.
+map_equal() {
+  "$PYTHON" - "$1" "$2" <<'EOF'
+import json, sys
+
+def load(path):
+    try:
+        with open(path) as f:
+            m = json.load(f)
+    except Exception as e:
+        print("map_equal: %s is not valid JSON: %s" % (path, e))
+        sys.exit(1)
+    if not isinstance(m, list):
+        print("map_equal: %s is not a JSON array" % path)
+        sys.exit(1)
+    out = []
+    for i, e in enumerate(m):
+        for k in ("start", "length", "data", "zero"):
+            if k not in e:
+                print("map_equal: %s entry %d lacks %r: %s" % (path, i, k, e))
+                sys.exit(1)
+        kind = "data" if e["data"] else "zero"
+        if e["length"] == 0:
+            continue
+        if out and out[-1][2] == kind and out[-1][0] + out[-1][1] == e["start"]:
+            out[-1][1] += e["length"]
+        else:
+            out.append([e["start"], e["length"], kind])
+    return out
+
+a, b = load(sys.argv[1]), load(sys.argv[2])
+for i in range(max(len(a), len(b))):
+    x = a[i] if i < len(a) else None
+    y = b[i] if i < len(b) else None
+    if x != y:
+        fmt = lambda v: "(none)" if v is None else "start=%d length=%d %s" % tuple(v)
+        print("map differs at normalised entry %d: ours %s, qemu-img %s" % (i, fmt(x), fmt(y)))
+        sys.exit(1)
+EOF
+}
+
+# json_get FILE PATH... - prints the value at a key path in a JSON file
+# ("format-specific" "data" "compat"); prints nothing when a key is absent.
+# Booleans print as true/false, strings bare.
+json_get() {
+  "$PYTHON" - "$@" <<'EOF'
+import json, sys
+with open(sys.argv[1]) as f:
+    v = json.load(f)
+for k in sys.argv[2:]:
+    if isinstance(v, dict) and k in v:
+        v = v[k]
+    else:
+        sys.exit(0)
+if isinstance(v, bool):
+    print("true" if v else "false")
+elif isinstance(v, (dict, list)):
+    print(json.dumps(v))
+else:
+    print(v)
+EOF
+}
+
+# format_specific FILE KEY - a format-specific key from `info --output=json`,
+# whether the object is flat or wrapped like qemu-img's {"type", "data"}.
+format_specific() {
+  local v
+  v=$(json_get "$1" format-specific data "$2")
+  [ -n "$v" ] || v=$(json_get "$1" format-specific "$2")
+  printf '%s\n' "$v"
+}
+
+# dir_empty DIR - fails unless DIR has no entries (no output, no temp file).
+dir_empty() {
+  local left
+  left=$(ls -A "$1")
+  [ -z "$left" ] || fail "$1 should be empty after a failed convert but holds: $left"
+}
+
+# mk_mixed_raw FILE SIZE_MIB - a raw file of random, text-like and zero data
+# (and a hole) in 256 KiB stripes: compressible and incompressible clusters.
+mk_mixed_raw() {
+  "$PYTHON" - "$1" "$2" <<'EOF'
+import os, sys, random
+path, mib = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(1234)
+words = b"the quick brown fox jumps over the lazy dog amiport qcow2 cluster ".split()
+stripe = 256 * 1024
+with open(path, "wb") as f:
+    for i in range(mib * 1024 * 1024 // stripe):
+        k = i % 4
+        if k == 0:
+            f.write(os.urandom(stripe))
+        elif k == 1:
+            buf = bytearray()
+            while len(buf) < stripe:
+                buf += rnd.choice(words) + b" "
+            f.write(bytes(buf[:stripe]))
+        elif k == 2:
+            f.write(bytes(stripe))
+        else:
+            f.seek(stripe, 1)
+    f.truncate()
+EOF
+}
+
+# info_equal OURS.json QEMU.json KEY... - compares `info --output=json`
+# objects on the given keys; fs:KEY names a format-specific key (flat or
+# wrapped like qemu-img's {"type", "data"}); has:KEY only asks that our
+# object has KEY. qemu-img leaves the v3 feature
+# flags out for compat=0.10 images, so an absent extended-l2 or
+# lazy-refcounts counts as false on either side. Prints each difference.
+info_equal() {
+  "$PYTHON" - "$@" <<'PYEOF'
+import json, sys
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except Exception as e:
+        print("info_equal: %s is not valid JSON: %s" % (path, e))
+        sys.exit(1)
+
+def get(obj, key):
+    if key.startswith("fs:"):
+        key = key[3:]
+        fs = obj.get("format-specific", {})
+        if isinstance(fs, dict) and isinstance(fs.get("data"), dict):
+            fs = fs["data"]
+        v = fs.get(key) if isinstance(fs, dict) else None
+        if v is None and key in ("extended-l2", "lazy-refcounts"):
+            v = False
+        return v
+    return obj.get(key)
+
+ours, qemu = load(sys.argv[1]), load(sys.argv[2])
+bad = 0
+for k in sys.argv[3:]:
+    if k.startswith("has:"):
+        if k[4:] not in ours:
+            print("info: amiport's JSON lacks %r" % k[4:])
+            bad = 1
+        continue
+    a, b = get(ours, k), get(qemu, k)
+    if a != b:
+        print("info %s: amiport says %r, qemu-img says %r" % (k, a, b))
+        bad = 1
+sys.exit(bad)
+PYEOF
+}
