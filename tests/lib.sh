@@ -306,3 +306,35 @@ for k in sys.argv[3:]:
 sys.exit(bad)
 PYEOF
 }
+
+# ensure_fixtures [ARM64] - builds the bootable fixtures with
+# fixtures/make-boot-fixtures.sh into $FIXTURES (default beside $TESTTMP),
+# once: later calls and other tests reuse them until the builder or the
+# template changes. Tests running at once wait for each other on a lock.
+# Skips the test (77) when the Debian packages cannot be downloaded.
+FIXTURES=${FIXTURES:-$(dirname "$TESTTMP")/fixtures}
+FIXTURES_CACHE=${CACHE:-$(dirname "$TESTTMP")/fixtures-cache}
+ensure_fixtures() {
+  local arm64=${1:-1} stamp rc=0 t0=$SECONDS
+  stamp="$(cat "$SRCDIR/fixtures/make-boot-fixtures.sh" "$SRCDIR/fixtures/expected.json" | sha256sum | cut -c1-16) ARM64=$arm64"
+  mkdir -p "$FIXTURES"
+  exec 9>"$FIXTURES.lock"
+  flock 9
+  if [ "$(cat "$FIXTURES/.stamp" 2>/dev/null)" = "$stamp" ] && [ -s "$FIXTURES/expected.json" ]; then
+    info "fixtures: reusing $FIXTURES"
+  else
+    info "fixtures: building into $FIXTURES (packages cached in $FIXTURES_CACHE)"
+    rm -f "$FIXTURES/.stamp"
+    OUT=$FIXTURES CACHE=$FIXTURES_CACHE ARM64=$arm64 bash "$SRCDIR/fixtures/make-boot-fixtures.sh" \
+      >"$T/fixtures-build.log" 2>&1 || rc=$?
+    if [ "$rc" -eq 3 ]; then
+      flock -u 9
+      tail -n 5 "$T/fixtures-build.log"
+      skip "the Debian packages the fixtures are built from could not be downloaded"
+    fi
+    [ "$rc" -eq 0 ] || { flock -u 9; tail -n 40 "$T/fixtures-build.log" >&2; fail "make-boot-fixtures.sh exited $rc"; }
+    echo "$stamp" >"$FIXTURES/.stamp"
+    info "fixtures: built in $((SECONDS - t0))s"
+  fi
+  flock -u 9
+}

@@ -187,13 +187,14 @@ static void judge_fstab(struct inspection *in)
 {
   for (size_t i = 0; i < in->nfstab; i++) {
     const struct fstab_entry *f = &in->fstab[i];
-    if (bad_device_name(f->spec) && strcmp(f->type, "swap") != 0)
-      inspect_add_finding(in, "FSTAB_DEVICE_NAME", SEV_WARNING,
-                          "/etc/fstab mounts %s by device name (%s); on Nitro instances disks "
-                          "are /dev/nvme*. Use UUID= or LABEL= instead.", f->file, f->spec);
-    else if (bad_device_name(f->spec))
-      inspect_add_finding(in, "FSTAB_DEVICE_NAME", SEV_WARNING,
-                          "/etc/fstab names swap by device (%s); use UUID= instead.", f->spec);
+    /* A mount the boot waits for stops it when its device is not there;
+     * swap and nofail mounts only warn. */
+    bool waits = strcmp(f->type, "swap") != 0 && !strstr(f->options, "nofail");
+    if (bad_device_name(f->spec))
+      inspect_add_finding(in, "FSTAB_DEVICE_NAME", waits ? SEV_ERROR : SEV_WARNING,
+                          "/etc/fstab names %s by device (%s); on Nitro instances disks are "
+                          "/dev/nvme*, so %s. Use UUID= or LABEL= instead.", f->file, f->spec,
+                          waits ? "the boot stops waiting for it" : "it will not be found");
     bool network = strcmp(f->type, "nfs") == 0 || strcmp(f->type, "nfs4") == 0 ||
                    strcmp(f->type, "cifs") == 0 || strcmp(f->type, "smb3") == 0;
     if (network && !strstr(f->options, "nofail") && !strstr(f->options, "_netdev"))

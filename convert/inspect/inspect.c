@@ -72,7 +72,7 @@ int inspect_image(struct img *im, struct inspection *in, struct error *e)
         in->root = (int)i;
         break;
       }
-  if (in->root >= 0 && inspect_os(in, e) < 0)
+  if (inspect_os(in, e) < 0)
     return -1;
   if (inspect_boot(in, e) < 0)
     return -1;

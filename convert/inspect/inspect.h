@@ -92,6 +92,12 @@ int inspect_boot(struct inspection *in, struct error *e);
 /* os.c: os-release, fstab, boot entries, kernels, initramfs and drivers. */
 int inspect_os(struct inspection *in, struct error *e);
 
+/* guestfs.c: the deep path through libguestfs (slow: an appliance boots);
+ * *out receives its own report, and in is completed where it knew less. */
+struct json_object;
+int inspect_deep(struct img *im, struct inspection *in, struct json_object **out,
+                 struct error *e);
+
 /* check.c */
 void inspect_add_finding(struct inspection *in, const char *code, enum severity sev,
                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));

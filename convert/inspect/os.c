@@ -116,7 +116,7 @@ static void find_boot(struct inspection *in, struct error *e)
 {
   struct fs_inode ino;
   struct name_list l = { 0 };
-  if (fs_resolve(root_fs(in), "/boot", true, &ino, e) == 0 && ino.type == FS_DIR &&
+  if (in->root >= 0 && fs_resolve(root_fs(in), "/boot", true, &ino, e) == 0 && ino.type == FS_DIR &&
       root_fs(in)->drv->readdir(root_fs(in), ino.ino, collect_kernel, &l, e) == 0 && l.n) {
     in->boot = in->root;
     in->boot_prefix = "/boot";
@@ -143,7 +143,7 @@ static void find_boot(struct inspection *in, struct error *e)
       return;
     }
   }
-  in->boot = in->root; /* kernels may still be elsewhere on root; report none */
+  in->boot = in->root; /* -1 without a root: no kernels to report */
   in->boot_prefix = "/boot";
 }
 
@@ -338,7 +338,7 @@ static void read_drivers(struct inspection *in, const char *initrd_path, struct 
     cfg = NULL;
   char *builtin = NULL;
   snprintf(path, sizeof path, "/lib/modules/%s/modules.builtin", ver);
-  if (fs_read_file(root_fs(in), path, 4 * SMALL_FILE, &builtin, &len, e) != 0)
+  if (in->root < 0 || fs_read_file(root_fs(in), path, 4 * SMALL_FILE, &builtin, &len, e) != 0)
     builtin = NULL;
 
   /* The initramfs: the boot entry's, else the distributions' usual names. */
@@ -372,7 +372,7 @@ static void read_drivers(struct inspection *in, const char *initrd_path, struct 
     snprintf(mod, sizeof mod, "/%s.ko", initramfs_module_names[d]);
     if (value == 'y' || (builtin && strstr(builtin, mod)))
       in->drivers[d] = DRV_BUILTIN;
-    else if (value == 'm' || module_present(in, ver, d, e))
+    else if (value == 'm' || (in->root >= 0 && module_present(in, ver, d, e)))
       in->drivers[d] = in->initrd_scanned && in->initrd.has[d] ? DRV_IN_INITRAMFS
                                                                : DRV_NOT_IN_INITRAMFS;
     else
@@ -386,11 +386,16 @@ int inspect_os(struct inspection *in, struct error *e)
 {
   struct error ignored;
   (void)e;
-  read_os_release(in, &ignored);
-  read_fstab(in, &ignored);
-  struct fs_inode ino;
-  in->cloud_init = fs_resolve(root_fs(in), "/etc/cloud/cloud.cfg", true, &ino, &ignored) == 0;
+  if (in->root >= 0) {
+    read_os_release(in, &ignored);
+    read_fstab(in, &ignored);
+    struct fs_inode ino;
+    in->cloud_init = fs_resolve(root_fs(in), "/etc/cloud/cloud.cfg", true, &ino, &ignored) == 0;
+  }
+  /* Without a readable root (encrypted, LVM) /boot may still be its own. */
   find_boot(in, &ignored);
+  if (in->boot < 0)
+    return 0;
   read_kernels(in, &ignored);
   char initrd[256] = "";
   read_boot_entries(in, initrd, sizeof initrd, &ignored);
