@@ -8,12 +8,15 @@
 #include <stdlib.h>
 
 static const char help[] =
-  "Usage: amiport check [-f FMT] [--output=human|json] [--allow-backing] IMAGE\n\n"
+  "Usage: amiport check [-f FMT] [--output=human|json] [--deep] [--allow-backing] IMAGE\n\n"
   "Reads the guest on IMAGE without mounting it (partition table, filesystems,\n"
   "bootloader, kernels, initramfs, fstab) and says whether it will boot on EC2,\n"
   "what registration would use, and what to change.\n\n"
   "  -f, --format FMT     read IMAGE as FMT instead of probing it\n"
   "      --output FORMAT  human (default) or json\n"
+  "      --deep           also inspect through libguestfs (LVM, btrfs, Windows; its\n"
+  "                       appliance takes seconds to start; LIBGUESTFS_BACKEND and\n"
+  "                       LIBGUESTFS_BACKEND_SETTINGS=force_tcg are honoured)\n"
   "      --allow-backing  follow backing files the image names\n"
   "  -h, --help           show this help\n\n"
   "Exit status: 0 importable, 1 not importable (or an error), 2 usage error.\n";
@@ -57,6 +60,10 @@ static void print_human(const struct inspection *in, struct json_object *j)
   printf("AMI:          %s\n",
          json_object_to_json_string_ext(ami, JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
   printf("Read %s from the image.\n", cli_human_size(in->disk.bytes_read, b1));
+  struct json_object *deep;
+  if (json_object_object_get_ex(j, "deep", &deep) && deep)
+    printf("libguestfs:   %s\n", json_object_to_json_string_ext(deep, JSON_C_TO_STRING_SPACED |
+                                                               JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
 int cmd_check(int argc, char **argv)
@@ -65,18 +72,21 @@ int cmd_check(int argc, char **argv)
     { "format", required_argument, NULL, 'f' },
     { "output", required_argument, NULL, 'O' },
     { "allow-backing", no_argument, NULL, 'B' },
+    { "deep", no_argument, NULL, 'D' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
   const char *fmt = NULL;
   enum output out = OUTPUT_HUMAN;
   struct open_opts oo = { 0 };
+  bool deep = false;
   int c;
   while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
     switch (c) {
     case 'f': fmt = optarg; break;
     case 'O': if (cli_parse_output("check", optarg, &out)) return EXIT_USAGE; break;
     case 'B': oo.allow_backing = true; break;
+    case 'D': deep = true; break;
     case 'h': fputs(help, stdout); return EXIT_OK;
     default: return cli_usage("check", "unknown option");
     }
@@ -95,7 +105,12 @@ int cmd_check(int argc, char **argv)
   }
   if (inspect_image(im, in, &e) < 0)
     goto out;
+  struct json_object *deep_report = NULL;
+  if (deep && inspect_deep(im, in, &deep_report, &e) < 0)
+    goto out;
   struct json_object *j = inspect_to_json(in);
+  if (deep)
+    json_object_object_add(j, "deep", deep_report);
   if (out == OUTPUT_JSON)
     puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
   else
