@@ -14,7 +14,8 @@
  * kept in memory. finish() flushes the L2 tables, appends the refcount blocks
  * and table (which count themselves), writes the L1 table and writes the
  * header last, so an interrupted write leaves a file with no qcow2 magic rather
- * than a wrong image.
+ * than a wrong image. The virtual size in the header is rounded up to 512
+ * bytes, as qemu-img does (qemu drops a partial last sector).
  * Spec: qemu docs/interop/qcow2.txt. */
 #include "image.h"
 #include "qcow2.h"
@@ -27,27 +28,27 @@
 #include <unistd.h>
 #include <zstd.h>
 
-#define QW_DEFAULT_CLUSTER_SIZE 65536u
-#define QW_MIN_CLUSTER_SIZE (1u << QCOW2_MIN_CLUSTER_BITS)
-#define QW_MAX_CLUSTER_SIZE (1u << QCOW2_MAX_CLUSTER_BITS)
-#define QW_MAX_L1_BYTES (32ull << 20)       /* qemu's QCOW_MAX_L1_SIZE */
-#define QW_MAX_REFTABLE_BYTES (8ull << 20)  /* qemu's QCOW_MAX_REFTABLE_SIZE */
-#define QW_MAX_HOST_OFFSET (1ull << 56)     /* L1/L2 offset fields end at bit 55 */
-#define QW_L2_CACHE_BYTES (4u << 20)        /* L2 tables kept in memory */
-#define QW_L2_CACHE_MIN 16u
-#define QW_L2_CACHE_MAX 1024u
-#define QW_DEFLATE_LEVEL 6
-#define QW_ZSTD_LEVEL 3
-#define QW_META_CHUNK (1u << 20)            /* buffer for writing L1 and refcounts */
+#define QCOW2W_DEFAULT_CLUSTER_SIZE 65536u
+#define QCOW2W_MIN_CLUSTER_SIZE (1u << QCOW2_MIN_CLUSTER_BITS)
+#define QCOW2W_MAX_CLUSTER_SIZE (1u << QCOW2_MAX_CLUSTER_BITS)
+#define QCOW2W_MAX_L1_BYTES (32ull << 20)       /* qemu's QCOW_MAX_L1_SIZE */
+#define QCOW2W_MAX_REFTABLE_BYTES (8ull << 20)  /* qemu's QCOW_MAX_REFTABLE_SIZE */
+#define QCOW2W_MAX_HOST_OFFSET (1ull << 56)     /* L1/L2 offset fields end at bit 55 */
+#define QCOW2W_L2_CACHE_BYTES (4u << 20)        /* L2 tables kept in memory */
+#define QCOW2W_L2_CACHE_MIN 16u
+#define QCOW2W_L2_CACHE_MAX 1024u
+#define QCOW2W_DEFLATE_LEVEL 6
+#define QCOW2W_ZSTD_LEVEL 3
+#define QCOW2W_META_CHUNK (1u << 20)            /* buffer for writing L1 and refcounts */
 
 const char qcow2w_create_help[] =
-  "cluster_size=SIZE     cluster size, a power of two from 512 to 2M (default 64k)\n"
-  "compat=1.1|0.10       qcow2 version 3 (1.1 or v3, default) or version 2 (0.10 or v2)\n"
-  "compression_type=zlib|zstd  codec of compressed clusters with -c (default zlib; zstd needs compat=1.1)\n"
-  "refcount_bits=N       refcount width in bits, a power of two from 1 to 64 (default 16; 16 with compat=0.10)\n";
+  "cluster_size=SIZE           cluster size, a power of two from 512 to 2M (default 64k)\n"
+  "compat=1.1|0.10             qcow2 version 3 (1.1 or v3; default) or 2 (0.10 or v2)\n"
+  "compression_type=zlib|zstd  codec for -c (default zlib; zstd needs compat=1.1)\n"
+  "refcount_bits=N             refcount width, a power of two from 1 to 64 (default 16)\n";
 
 /* One cached L2 table, kept as on disk (big-endian entries). */
-struct qw_l2 {
+struct qcow2w_l2 {
   uint8_t *t;     /* cluster_size bytes, allocated on first use */
   uint64_t l1i;   /* the L1 entry it hangs from */
   uint64_t stamp; /* last use, for LRU eviction */
@@ -55,16 +56,16 @@ struct qw_l2 {
 };
 
 /* What a call does with one of its guest clusters. */
-enum qw_kind { QW_SKIP, QW_PLAIN, QW_COMPRESSED };
-struct qw_cl {
-  enum qw_kind kind;
+enum qcow2w_kind { QCOW2W_SKIP, QCOW2W_PLAIN, QCOW2W_COMPRESSED };
+struct qcow2w_cl {
+  enum qcow2w_kind kind;
   const uint8_t *src; /* the cluster's bytes (the caller's buffer or the padded tail) */
-  size_t zpos;        /* QW_COMPRESSED: where its compressed bytes start in zbuf */
-  uint32_t zlen;      /* QW_COMPRESSED: how many */
+  size_t zpos;        /* QCOW2W_COMPRESSED: where its compressed bytes start in zbuf */
+  uint32_t zlen;      /* QCOW2W_COMPRESSED: how many */
 };
 
 /* One pending data write, done after the lock is released. */
-struct qw_io {
+struct qcow2w_io {
   uint64_t host;
   const uint8_t *src;
   size_t len;
@@ -72,15 +73,15 @@ struct qw_io {
 
 /* Scratch space of one call in flight; kept in a pool so each concurrent
  * caller reuses a compressor and buffers instead of allocating per call. */
-struct qw_ws {
-  struct qw_ws *next;
+struct qcow2w_ws {
+  struct qcow2w_ws *next;
   struct libdeflate_compressor *deflate;
   ZSTD_CCtx *zstd;
   uint8_t *zbuf;  /* compressed clusters of the call, back to back */
   size_t zcap;
   uint8_t *tail;  /* the zero-padded last cluster of the disk */
-  struct qw_cl *cl;
-  struct qw_io *io;
+  struct qcow2w_cl *cl;
+  struct qcow2w_io *io;
   size_t ncap;    /* entries in cl and io */
 };
 
@@ -100,18 +101,18 @@ struct qcow2w {
   /* Under the lock. */
   uint64_t *l1;           /* host-endian entries, with QCOW2_OFLAG_COPIED */
   uint64_t next_free;     /* end of the allocated host clusters (cluster aligned) */
-  uint64_t zoff;          /* where the next compressed bytes may go; see qw_place_compressed */
+  uint64_t zoff;          /* where the next compressed bytes may go; see qcow2w_place_compressed */
   uint16_t *rc;           /* refcount of each host cluster */
   uint64_t rc_cap;
-  struct qw_l2 *l2;
+  struct qcow2w_l2 *l2;
   unsigned nl2;
   uint64_t l2_clock;
-  struct qw_ws *pool;
+  struct qcow2w_ws *pool;
   bool failed;            /* a write failed: the image must not be finished */
   bool finished;
 };
 
-static unsigned qw_log2(uint64_t v)
+static unsigned qcow2w_log2(uint64_t v)
 {
   unsigned n = 0;
   while (v > 1) {
@@ -121,11 +122,11 @@ static unsigned qw_log2(uint64_t v)
   return n;
 }
 
-static bool qw_is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
+static bool qcow2w_is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 /* --- host space and refcounts (under the lock) --- */
 
-static int qw_rc_reserve(struct img *im, struct qcow2w *w, uint64_t nclusters, struct error *e)
+static int qcow2w_rc_reserve(struct img *im, struct qcow2w *w, uint64_t nclusters, struct error *e)
 {
   if (nclusters <= w->rc_cap)
     return 0;
@@ -146,16 +147,16 @@ static int qw_rc_reserve(struct img *im, struct qcow2w *w, uint64_t nclusters, s
 }
 
 /* Appends n host clusters, each with refcount 1; *off is the first. */
-static int qw_alloc_clusters(struct img *im, struct qcow2w *w, uint64_t n, uint64_t *off,
-                             struct error *e)
+static int qcow2w_alloc_clusters(struct img *im, struct qcow2w *w, uint64_t n, uint64_t *off,
+                                 struct error *e)
 {
   uint64_t cs = w->cluster_size;
   *off = w->next_free;
-  if (n > (QW_MAX_HOST_OFFSET - w->next_free) / cs)
+  if (n > (QCOW2W_MAX_HOST_OFFSET - w->next_free) / cs)
     return error_set(e, ERR_UNSUPPORTED, "%s: qcow2 file would grow past 64 PiB, the largest "
                      "offset an L2 entry can hold", im->path);
   uint64_t first = w->next_free >> w->cluster_bits;
-  if (qw_rc_reserve(im, w, first + n, e) < 0)
+  if (qcow2w_rc_reserve(im, w, first + n, e) < 0)
     return -1;
   for (uint64_t i = 0; i < n; i++)
     w->rc[first + i] = 1;
@@ -169,8 +170,8 @@ static int qw_alloc_clusters(struct img *im, struct qcow2w *w, uint64_t n, uint6
  * compressed cluster while its host cluster has refcount room and, when they
  * spill over, the next host cluster is still free; otherwise they start on a
  * new host cluster. */
-static int qw_place_compressed(struct img *im, struct qcow2w *w, uint32_t len, uint64_t *coff,
-                               struct error *e)
+static int qcow2w_place_compressed(struct img *im, struct qcow2w *w, uint32_t len, uint64_t *coff,
+                                   struct error *e)
 {
   uint64_t cs = w->cluster_size, at = w->zoff;
   bool fresh = at % cs == 0 || w->rc[at >> w->cluster_bits] >= w->refcount_max;
@@ -179,11 +180,11 @@ static int qw_place_compressed(struct img *im, struct qcow2w *w, uint32_t len, u
     fresh = true;
   uint64_t first;
   if (fresh) {
-    if (qw_alloc_clusters(im, w, (len + cs - 1) / cs, &at, e) < 0)
+    if (qcow2w_alloc_clusters(im, w, (len + cs - 1) / cs, &at, e) < 0)
       return -1;
   } else {
     if (len > cl_end - at &&
-        qw_alloc_clusters(im, w, (len - (cl_end - at) + cs - 1) / cs, &first, e) < 0)
+        qcow2w_alloc_clusters(im, w, (len - (cl_end - at) + cs - 1) / cs, &first, e) < 0)
       return -1;
     w->rc[at >> w->cluster_bits]++;
   }
@@ -198,7 +199,8 @@ static int qw_place_compressed(struct img *im, struct qcow2w *w, uint32_t len, u
 
 /* --- the L2 cache (under the lock) --- */
 
-static int qw_l2_writeback(struct img *im, struct qcow2w *w, struct qw_l2 *s, struct error *e)
+static int qcow2w_l2_writeback(struct img *im, struct qcow2w *w, struct qcow2w_l2 *s,
+                               struct error *e)
 {
   if (!s->valid || !s->dirty)
     return 0;
@@ -211,11 +213,12 @@ static int qw_l2_writeback(struct img *im, struct qcow2w *w, struct qw_l2 *s, st
 
 /* The cache slot holding the L2 table of L1 entry l1i; allocates the table
  * (and its host cluster) the first time, re-reads it after an eviction. */
-static struct qw_l2 *qw_l2_get(struct img *im, struct qcow2w *w, uint64_t l1i, struct error *e)
+static struct qcow2w_l2 *qcow2w_l2_get(struct img *im, struct qcow2w *w, uint64_t l1i,
+                                       struct error *e)
 {
-  struct qw_l2 *victim = NULL;
+  struct qcow2w_l2 *victim = NULL;
   for (unsigned i = 0; i < w->nl2; i++) {
-    struct qw_l2 *s = &w->l2[i];
+    struct qcow2w_l2 *s = &w->l2[i];
     if (s->valid && s->l1i == l1i) {
       s->stamp = ++w->l2_clock;
       return s;
@@ -223,7 +226,7 @@ static struct qw_l2 *qw_l2_get(struct img *im, struct qcow2w *w, uint64_t l1i, s
     if (!victim || (victim->valid && (!s->valid || s->stamp < victim->stamp)))
       victim = s;
   }
-  if (qw_l2_writeback(im, w, victim, e) < 0)
+  if (qcow2w_l2_writeback(im, w, victim, e) < 0)
     return NULL;
   victim->valid = false;
   if (!victim->t && !(victim->t = malloc(w->cluster_size))) {
@@ -232,7 +235,7 @@ static struct qw_l2 *qw_l2_get(struct img *im, struct qcow2w *w, uint64_t l1i, s
   }
   if (w->l1[l1i] == 0) {
     uint64_t off;
-    if (qw_alloc_clusters(im, w, 1, &off, e) < 0)
+    if (qcow2w_alloc_clusters(im, w, 1, &off, e) < 0)
       return NULL;
     w->l1[l1i] = off | QCOW2_OFLAG_COPIED;
     memset(victim->t, 0, w->cluster_size);
@@ -253,7 +256,7 @@ static struct qw_l2 *qw_l2_get(struct img *im, struct qcow2w *w, uint64_t l1i, s
 
 /* --- scratch pool --- */
 
-static void qw_ws_free(struct qw_ws *ws)
+static void qcow2w_ws_free(struct qcow2w_ws *ws)
 {
   if (!ws)
     return;
@@ -267,10 +270,10 @@ static void qw_ws_free(struct qw_ws *ws)
   free(ws);
 }
 
-static struct qw_ws *qw_ws_get(struct img *im, struct qcow2w *w, struct error *e)
+static struct qcow2w_ws *qcow2w_ws_get(struct img *im, struct qcow2w *w, struct error *e)
 {
   pthread_mutex_lock(&w->lock);
-  struct qw_ws *ws = w->pool;
+  struct qcow2w_ws *ws = w->pool;
   if (ws)
     w->pool = ws->next;
   pthread_mutex_unlock(&w->lock);
@@ -282,18 +285,18 @@ static struct qw_ws *qw_ws_get(struct img *im, struct qcow2w *w, struct error *e
     if (w->compression_type == QCOW2_COMPRESS_ZSTD)
       ws->zstd = ZSTD_createCCtx();
     else
-      ws->deflate = libdeflate_alloc_compressor(QW_DEFLATE_LEVEL);
+      ws->deflate = libdeflate_alloc_compressor(QCOW2W_DEFLATE_LEVEL);
     if (!ws->zstd && !ws->deflate)
       goto nomem;
   }
   return ws;
 nomem:
-  qw_ws_free(ws);
+  qcow2w_ws_free(ws);
   error_set(e, ERR_NOMEM, "%s: out of memory for a qcow2 compressor", im->path);
   return NULL;
 }
 
-static void qw_ws_put(struct qcow2w *w, struct qw_ws *ws)
+static void qcow2w_ws_put(struct qcow2w *w, struct qcow2w_ws *ws)
 {
   pthread_mutex_lock(&w->lock);
   ws->next = w->pool;
@@ -301,14 +304,14 @@ static void qw_ws_put(struct qcow2w *w, struct qw_ws *ws)
   pthread_mutex_unlock(&w->lock);
 }
 
-static int qw_ws_reserve(struct img *im, struct qcow2w *w, struct qw_ws *ws, size_t ncl,
-                         struct error *e)
+static int qcow2w_ws_reserve(struct img *im, struct qcow2w *w, struct qcow2w_ws *ws, size_t ncl,
+                             struct error *e)
 {
   if (ncl > ws->ncap) {
-    struct qw_cl *cl = realloc(ws->cl, ncl * sizeof *cl);
+    struct qcow2w_cl *cl = realloc(ws->cl, ncl * sizeof *cl);
     if (cl)
       ws->cl = cl;
-    struct qw_io *io = realloc(ws->io, ncl * sizeof *io);
+    struct qcow2w_io *io = realloc(ws->io, ncl * sizeof *io);
     if (io)
       ws->io = io;
     if (!cl || !io)
@@ -329,11 +332,12 @@ static int qw_ws_reserve(struct img *im, struct qcow2w *w, struct qw_ws *ws, siz
 
 /* Compresses one cluster into dst (room for cluster_size - 1 bytes); returns
  * the compressed length, or 0 when the result would not be smaller. */
-static size_t qw_compress(struct qcow2w *w, struct qw_ws *ws, const uint8_t *src, uint8_t *dst)
+static size_t qcow2w_compress(struct qcow2w *w, struct qcow2w_ws *ws, const uint8_t *src,
+                              uint8_t *dst)
 {
   size_t cs = w->cluster_size;
   if (ws->zstd) {
-    size_t n = ZSTD_compressCCtx(ws->zstd, dst, cs - 1, src, cs, QW_ZSTD_LEVEL);
+    size_t n = ZSTD_compressCCtx(ws->zstd, dst, cs - 1, src, cs, QCOW2W_ZSTD_LEVEL);
     return ZSTD_isError(n) || n >= cs ? 0 : n;
   }
   size_t n = libdeflate_deflate_compress(ws->deflate, src, cs, dst, cs - 1);
@@ -342,34 +346,35 @@ static size_t qw_compress(struct qcow2w *w, struct qw_ws *ws, const uint8_t *src
 
 /* Queues a write, merging it with the previous one when both the host range
  * and the source bytes continue it. */
-static void qw_queue(struct qw_io *io, size_t *n, uint64_t host, const uint8_t *src, size_t len)
+static void qcow2w_queue(struct qcow2w_io *io, size_t *n, uint64_t host, const uint8_t *src,
+                         size_t len)
 {
   if (*n) {
-    struct qw_io *last = &io[*n - 1];
+    struct qcow2w_io *last = &io[*n - 1];
     if (last->host + last->len == host && last->src + last->len == src) {
       last->len += len;
       return;
     }
   }
-  io[(*n)++] = (struct qw_io){ host, src, len };
+  io[(*n)++] = (struct qcow2w_io){ host, src, len };
 }
 
 /* --- the interface --- */
 
-static int qw_parse_opts(struct img *im, struct qcow2w *w, struct create_opts *o,
-                         struct error *e)
+static int qcow2w_parse_opts(struct img *im, struct qcow2w *w, struct create_opts *o,
+                             struct error *e)
 {
   uint64_t cs;
   int r = create_opts_get_size(o, "cluster_size", &cs, e);
   if (r < 0)
     return -1;
   if (r == 0)
-    cs = QW_DEFAULT_CLUSTER_SIZE;
-  else if (!qw_is_pow2(cs) || cs < QW_MIN_CLUSTER_SIZE || cs > QW_MAX_CLUSTER_SIZE)
+    cs = QCOW2W_DEFAULT_CLUSTER_SIZE;
+  else if (!qcow2w_is_pow2(cs) || cs < QCOW2W_MIN_CLUSTER_SIZE || cs > QCOW2W_MAX_CLUSTER_SIZE)
     return error_set(e, ERR_USAGE, "qcow2 option cluster_size=%s: must be a power of two from "
                      "512 to 2M", create_opts_get(o, "cluster_size"));
   w->cluster_size = (uint32_t)cs;
-  w->cluster_bits = qw_log2(cs);
+  w->cluster_bits = qcow2w_log2(cs);
   w->l2_bits = w->cluster_bits - 3;
 
   const char *compat = create_opts_get(o, "compat");
@@ -397,14 +402,14 @@ static int qw_parse_opts(struct img *im, struct qcow2w *w, struct create_opts *o
   if (rb) {
     char *end;
     bits = strtoull(rb, &end, 10);
-    if (end == rb || *end || *rb == '-' || !qw_is_pow2(bits) || bits > 64)
+    if (end == rb || *end || *rb == '-' || !qcow2w_is_pow2(bits) || bits > 64)
       return error_set(e, ERR_USAGE, "qcow2 option refcount_bits=%s: must be a power of two "
                        "from 1 to 64", rb);
     if (bits != 16 && w->version < 3)
       return error_set(e, ERR_USAGE, "qcow2 option refcount_bits=%s: compat=0.10 images have "
                        "16-bit refcounts only (use compat=1.1)", rb);
   }
-  w->refcount_order = qw_log2(bits);
+  w->refcount_order = qcow2w_log2(bits);
   /* Refcounts are kept as uint16 in memory; nothing we write needs more. */
   w->refcount_max = bits >= 16 ? UINT16_MAX : (1ull << bits) - 1;
 
@@ -422,7 +427,7 @@ int qcow2w_create(struct img *im, uint64_t size, struct create_opts *o, struct e
     free(w);
     return error_set(e, ERR_NOMEM, "%s: cannot create a mutex", im->path);
   }
-  if (qw_parse_opts(im, w, o, e) < 0)
+  if (qcow2w_parse_opts(im, w, o, e) < 0)
     goto fail;
 
   /* qemu counts the virtual size in 512-byte sectors and drops a partial
@@ -437,7 +442,7 @@ int qcow2w_create(struct img *im, uint64_t size, struct create_opts *o, struct e
   w->guest_clusters = w->header_size / cs + (w->header_size % cs != 0);
   uint64_t l2_entries = 1ull << w->l2_bits;
   uint64_t l1_size = w->guest_clusters / l2_entries + (w->guest_clusters % l2_entries != 0);
-  if (l1_size > QW_MAX_L1_BYTES / 8) {
+  if (l1_size > QCOW2W_MAX_L1_BYTES / 8) {
     error_set(e, ERR_USAGE, "%s: virtual size %llu is too large for qcow2 with %u-byte clusters: "
               "its L1 table would be %llu bytes, over qemu's limit of 32 MiB (use a larger "
               "cluster_size)", im->path, (unsigned long long)size, w->cluster_size,
@@ -454,17 +459,17 @@ int qcow2w_create(struct img *im, uint64_t size, struct create_opts *o, struct e
   }
   /* A compressed cluster's offset field has 62 - (cluster_bits - 8) bits. */
   unsigned cbits = qcow2_csize_shift(w->cluster_bits);
-  w->coffset_limit = cbits >= 56 ? QW_MAX_HOST_OFFSET : 1ull << cbits;
+  w->coffset_limit = cbits >= 56 ? QCOW2W_MAX_HOST_OFFSET : 1ull << cbits;
 
   uint64_t at;
-  if (qw_alloc_clusters(im, w, 1 + l1_clusters, &at, e) < 0) /* header, L1 */
+  if (qcow2w_alloc_clusters(im, w, 1 + l1_clusters, &at, e) < 0) /* header, L1 */
     goto fail;
 
-  w->nl2 = QW_L2_CACHE_BYTES / w->cluster_size;
-  if (w->nl2 < QW_L2_CACHE_MIN)
-    w->nl2 = QW_L2_CACHE_MIN;
-  if (w->nl2 > QW_L2_CACHE_MAX)
-    w->nl2 = QW_L2_CACHE_MAX;
+  w->nl2 = QCOW2W_L2_CACHE_BYTES / w->cluster_size;
+  if (w->nl2 < QCOW2W_L2_CACHE_MIN)
+    w->nl2 = QCOW2W_L2_CACHE_MIN;
+  if (w->nl2 > QCOW2W_L2_CACHE_MAX)
+    w->nl2 = QCOW2W_L2_CACHE_MAX;
   if (!(w->l2 = calloc(w->nl2, sizeof *w->l2))) {
     error_set(e, ERR_NOMEM, "out of memory");
     goto fail;
@@ -495,20 +500,20 @@ int qcow2w_pwrite(struct img *im, const void *buf, size_t len, uint64_t off, str
   if (len == 0)
     return 0;
   size_t ncl = len / cs + (len % cs != 0);
-  struct qw_ws *ws = qw_ws_get(im, w, e);
+  struct qcow2w_ws *ws = qcow2w_ws_get(im, w, e);
   if (!ws)
     return -1;
   int ret = -1;
   size_t nio = 0;
   bool locked = false;
-  if (qw_ws_reserve(im, w, ws, ncl, e) < 0)
+  if (qcow2w_ws_reserve(im, w, ws, ncl, e) < 0)
     goto out;
 
   /* Outside the lock: find zero clusters and compress the others. */
   size_t zpos = 0;
   const uint8_t *p = buf;
   for (size_t i = 0; i < ncl; i++) {
-    struct qw_cl *c = &ws->cl[i];
+    struct qcow2w_cl *c = &ws->cl[i];
     c->src = p + i * cs;
     if (i == ncl - 1 && len % cs) {
       if (!ws->tail && !(ws->tail = malloc(cs))) {
@@ -519,13 +524,13 @@ int qcow2w_pwrite(struct img *im, const void *buf, size_t len, uint64_t off, str
       memset(ws->tail + len % cs, 0, cs - len % cs);
       c->src = ws->tail;
     }
-    c->kind = QW_PLAIN;
+    c->kind = QCOW2W_PLAIN;
     if (buf_is_zero(c->src, cs)) {
-      c->kind = QW_SKIP;
+      c->kind = QCOW2W_SKIP;
     } else if (w->compress) {
-      size_t n = qw_compress(w, ws, c->src, ws->zbuf + zpos);
+      size_t n = qcow2w_compress(w, ws, c->src, ws->zbuf + zpos);
       if (n) {
-        c->kind = QW_COMPRESSED;
+        c->kind = QCOW2W_COMPRESSED;
         c->zpos = zpos;
         c->zlen = (uint32_t)n;
         zpos += n;
@@ -541,13 +546,13 @@ int qcow2w_pwrite(struct img *im, const void *buf, size_t len, uint64_t off, str
     goto out;
   }
   uint64_t gc0 = off >> w->cluster_bits, l2_mask = (1ull << w->l2_bits) - 1;
-  struct qw_l2 *l2 = NULL;
+  struct qcow2w_l2 *l2 = NULL;
   for (size_t i = 0; i < ncl; i++) {
-    struct qw_cl *c = &ws->cl[i];
-    if (c->kind == QW_SKIP)
+    struct qcow2w_cl *c = &ws->cl[i];
+    if (c->kind == QCOW2W_SKIP)
       continue;
     uint64_t gc = gc0 + i, l1i = gc >> w->l2_bits;
-    if ((!l2 || l2->l1i != l1i) && !(l2 = qw_l2_get(im, w, l1i, e)))
+    if ((!l2 || l2->l1i != l1i) && !(l2 = qcow2w_l2_get(im, w, l1i, e)))
       goto fail;
     uint8_t *slot = l2->t + (gc & l2_mask) * 8;
     if (be64(slot)) {
@@ -556,8 +561,8 @@ int qcow2w_pwrite(struct img *im, const void *buf, size_t len, uint64_t off, str
       goto fail;
     }
     uint64_t entry, host = 0;
-    if (c->kind == QW_COMPRESSED) {
-      if (qw_place_compressed(im, w, c->zlen, &host, e) < 0)
+    if (c->kind == QCOW2W_COMPRESSED) {
+      if (qcow2w_place_compressed(im, w, c->zlen, &host, e) < 0)
         goto fail;
       uint64_t extra = ((host + c->zlen - 1) >> 9) - (host >> 9);
       if (extra >= 1ull << (w->cluster_bits - 8)) {
@@ -566,12 +571,12 @@ int qcow2w_pwrite(struct img *im, const void *buf, size_t len, uint64_t off, str
         goto fail;
       }
       entry = QCOW2_OFLAG_COMPRESSED | extra << qcow2_csize_shift(w->cluster_bits) | host;
-      qw_queue(ws->io, &nio, host, ws->zbuf + c->zpos, c->zlen);
+      qcow2w_queue(ws->io, &nio, host, ws->zbuf + c->zpos, c->zlen);
     } else {
-      if (qw_alloc_clusters(im, w, 1, &host, e) < 0)
+      if (qcow2w_alloc_clusters(im, w, 1, &host, e) < 0)
         goto fail;
       entry = host | QCOW2_OFLAG_COPIED;
-      qw_queue(ws->io, &nio, host, c->src, cs);
+      qcow2w_queue(ws->io, &nio, host, c->src, cs);
     }
     put_be64(slot, entry);
     l2->dirty = true;
@@ -593,12 +598,12 @@ fail:
 out:
   if (locked)
     pthread_mutex_unlock(&w->lock);
-  qw_ws_put(w, ws);
+  qcow2w_ws_put(w, ws);
   return ret;
 }
 
 /* Stores refcount v as entry i of a refcount block. */
-static void qw_put_refcount(uint8_t *blk, unsigned order, uint64_t i, uint64_t v)
+static void qcow2w_put_refcount(uint8_t *blk, unsigned order, uint64_t i, uint64_t v)
 {
   switch (order) {
   case 3: blk[i] = (uint8_t)v; break;
@@ -613,8 +618,8 @@ static void qw_put_refcount(uint8_t *blk, unsigned order, uint64_t i, uint64_t v
 }
 
 /* Appends the refcount blocks and the refcount table; they count themselves. */
-static int qw_write_refcounts(struct img *im, struct qcow2w *w, uint64_t *table_off,
-                              uint32_t *table_clusters, struct error *e)
+static int qcow2w_write_refcounts(struct img *im, struct qcow2w *w, uint64_t *table_off,
+                                  uint32_t *table_clusters, struct error *e)
 {
   uint64_t cs = w->cluster_size;
   uint64_t used = w->next_free >> w->cluster_bits;
@@ -629,16 +634,16 @@ static int qw_write_refcounts(struct img *im, struct qcow2w *w, uint64_t *table_
     nblk = b;
     ntab = t;
   }
-  if (ntab * cs > QW_MAX_REFTABLE_BYTES)
+  if (ntab * cs > QCOW2W_MAX_REFTABLE_BYTES)
     return error_set(e, ERR_UNSUPPORTED, "%s: qcow2 refcount table would be %llu bytes, over "
                      "qemu's limit of 8 MiB (use a larger cluster_size)", im->path,
                      (unsigned long long)(ntab * cs));
   uint64_t blk_off;
-  if (qw_alloc_clusters(im, w, nblk + ntab, &blk_off, e) < 0)
+  if (qcow2w_alloc_clusters(im, w, nblk + ntab, &blk_off, e) < 0)
     return -1;
   uint64_t total = used + nblk + ntab;
 
-  size_t chunk_clusters = QW_META_CHUNK / cs ? QW_META_CHUNK / cs : 1;
+  size_t chunk_clusters = QCOW2W_META_CHUNK / cs ? QCOW2W_META_CHUNK / cs : 1;
   uint8_t *buf = malloc(chunk_clusters * cs);
   if (!buf)
     return error_set(e, ERR_NOMEM, "%s: out of memory", im->path);
@@ -650,7 +655,7 @@ static int qw_write_refcounts(struct img *im, struct qcow2w *w, uint64_t *table_
       uint64_t c1 = c0 + per_block < total ? c0 + per_block : total;
       for (uint64_t c = c0; c < c1; c++)
         if (w->rc[c])
-          qw_put_refcount(buf + k * cs, w->refcount_order, c - c0, w->rc[c]);
+          qcow2w_put_refcount(buf + k * cs, w->refcount_order, c - c0, w->rc[c]);
     }
     if (img_pwrite_file(im->fd, buf, n * cs, blk_off + b * cs, im->path, e) < 0) {
       free(buf);
@@ -675,10 +680,10 @@ static int qw_write_refcounts(struct img *im, struct qcow2w *w, uint64_t *table_
 }
 
 /* Writes the L1 table; all-zero stretches stay holes (never written). */
-static int qw_write_l1(struct img *im, struct qcow2w *w, struct error *e)
+static int qcow2w_write_l1(struct img *im, struct qcow2w *w, struct error *e)
 {
-  size_t per = QW_META_CHUNK / 8;
-  uint8_t *buf = malloc(QW_META_CHUNK);
+  size_t per = QCOW2W_META_CHUNK / 8;
+  uint8_t *buf = malloc(QCOW2W_META_CHUNK);
   if (!buf)
     return error_set(e, ERR_NOMEM, "%s: out of memory", im->path);
   for (uint64_t i = 0; i < w->l1_size; i += per) {
@@ -709,12 +714,12 @@ int qcow2w_finish(struct img *im, struct error *e)
     goto out;
   }
   for (unsigned i = 0; i < w->nl2; i++)
-    if (qw_l2_writeback(im, w, &w->l2[i], e) < 0)
+    if (qcow2w_l2_writeback(im, w, &w->l2[i], e) < 0)
       goto fail;
 
   uint64_t rt_off = 0;
   uint32_t rt_clusters = 0;
-  if (qw_write_refcounts(im, w, &rt_off, &rt_clusters, e) < 0 || qw_write_l1(im, w, e) < 0)
+  if (qcow2w_write_refcounts(im, w, &rt_off, &rt_clusters, e) < 0 || qcow2w_write_l1(im, w, e) < 0)
     goto fail;
   /* Everything the header points at must be on disk before the header. */
   if (fsync(im->fd) < 0) {
@@ -765,9 +770,9 @@ void qcow2w_close(struct img *im)
     free(w->l2[i].t);
   free(w->l2);
   while (w->pool) {
-    struct qw_ws *ws = w->pool;
+    struct qcow2w_ws *ws = w->pool;
     w->pool = ws->next;
-    qw_ws_free(ws);
+    qcow2w_ws_free(ws);
   }
   free(w->l1);
   free(w->rc);

@@ -8,17 +8,16 @@
 #include <stdlib.h>
 
 static const char help[] =
-  "Usage: amiport check [-f FMT] [--output=human|json] [--deep] [--allow-backing] IMAGE\n\n"
+  "Usage: amiport check " IMAGE_USAGE " [--output=human|json] [--deep] IMAGE\n\n"
   "Reads the guest on IMAGE without mounting it (partition table, filesystems,\n"
   "bootloader, kernels, initramfs, fstab) and says whether it will boot on EC2,\n"
   "what registration would use, and what to change.\n\n"
-  "  -f, --format FMT     read IMAGE as FMT instead of probing it\n"
-  "      --output FORMAT  human (default) or json\n"
-  "      --deep           also inspect through libguestfs (LVM, btrfs, Windows; its\n"
-  "                       appliance takes seconds to start; LIBGUESTFS_BACKEND and\n"
-  "                       LIBGUESTFS_BACKEND_SETTINGS=force_tcg are honoured)\n"
-  "      --allow-backing  follow backing files the image names\n"
-  "  -h, --help           show this help\n\n"
+  IMAGE_HELP
+  "      --output FORMAT       human (default) or json\n"
+  "      --deep                also inspect through libguestfs (LVM, btrfs, Windows;\n"
+  "                            its appliance takes seconds to start; the variables\n"
+  "                            LIBGUESTFS_BACKEND and LIBGUESTFS_BACKEND_SETTINGS apply)\n"
+  "  -h, --help                show this help\n\n"
   "Exit status: 0 importable, 1 not importable (or an error), 2 usage error.\n";
 
 static void print_human(const struct inspection *in, struct json_object *j)
@@ -69,32 +68,28 @@ static void print_human(const struct inspection *in, struct json_object *j)
 int cmd_check(int argc, char **argv)
 {
   static const struct option longopts[] = {
-    { "format", required_argument, NULL, 'f' },
+    IMAGE_LONGOPTS,
     { "output", required_argument, NULL, 'O' },
-    { "allow-backing", no_argument, NULL, 'B' },
     { "deep", no_argument, NULL, 'D' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
-  const char *fmt = NULL;
   enum output out = OUTPUT_HUMAN;
-  struct open_opts oo = { 0 };
+  struct image_args ia = { 0 };
   bool deep = false;
   int c;
   while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
     switch (c) {
-    case 'f': fmt = optarg; break;
     case 'O': if (cli_parse_output("check", optarg, &out)) return EXIT_USAGE; break;
-    case 'B': oo.allow_backing = true; break;
     case 'D': deep = true; break;
     case 'h': fputs(help, stdout); return EXIT_OK;
-    default: return cli_usage("check", "unknown option");
+    default: if (cli_image_option("check", c, optarg, &ia) < 0) return EXIT_USAGE; break;
     }
   }
   if (optind + 1 != argc)
     return cli_usage("check", "expects one IMAGE");
   struct error e = { 0 };
-  struct img *im = img_open(argv[optind], fmt, &oo, &e);
+  struct img *im = img_open(argv[optind], ia.format, &ia.open, &e);
   if (!im)
     return cli_fail(&e);
   struct inspection *in = calloc(1, sizeof *in);

@@ -12,6 +12,29 @@ enum output { OUTPUT_HUMAN, OUTPUT_JSON };
 
 extern volatile sig_atomic_t cli_interrupted;
 
+/* The options every command that reads an image takes, to name its format
+ * and say what the image may make it open. */
+#define IMAGE_LONGOPTS                                      \
+  { "format", required_argument, NULL, 'f' },              \
+  { "allow-backing", no_argument, NULL, 'B' },             \
+  { "allow-extent-paths", no_argument, NULL, 'E' },        \
+  { "disk", required_argument, NULL, 'k' }
+#define IMAGE_HELP                                                                      \
+  "  -f, --format FMT          read the image as FMT instead of probing it\n"           \
+  "      --allow-backing       follow backing files the image names (qcow2, VHD)\n"     \
+  "      --allow-extent-paths  let a VMDK descriptor name extents outside its folder\n" \
+  "      --disk N              OVA: read its Nth disk (1 = the first, the default)\n"
+#define IMAGE_USAGE "[-f FMT] [--allow-backing] [--allow-extent-paths] [--disk N]"
+
+struct image_args {
+  const char *format;
+  struct open_opts open;
+};
+
+/* Takes option c if it is one of IMAGE_LONGOPTS: 0 taken, -1 an unknown
+ * option or a bad value (reported as a usage error). */
+int cli_image_option(const char *cmd, int c, const char *arg, struct image_args *ia);
+
 /* Prints "amiport: CMD: message" and a hint to --help; returns EXIT_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints the error; returns EXIT_USAGE for usage errors, else EXIT_FAIL. */

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 volatile sig_atomic_t cli_interrupted;
@@ -16,6 +17,28 @@ int cli_usage(const char *cmd, const char *fmt, ...)
   va_end(ap);
   fprintf(stderr, "\nTry 'amiport %s --help'.\n", cmd);
   return EXIT_USAGE;
+}
+
+int cli_image_option(const char *cmd, int c, const char *arg, struct image_args *ia)
+{
+  switch (c) {
+  case 'f': ia->format = arg; return 0;
+  case 'B': ia->open.allow_backing = true; return 0;
+  case 'E': ia->open.allow_extent_paths = true; return 0;
+  case 'k': {
+    char *end;
+    long n = strtol(arg, &end, 10);
+    if (*end || n < 1 || n > 65535) {
+      cli_usage(cmd, "--disk must be 1 to 65535, not '%s'", arg);
+      return -1;
+    }
+    ia->open.disk_index = (unsigned)n;
+    return 0;
+  }
+  default:
+    cli_usage(cmd, "unknown option");
+    return -1;
+  }
 }
 
 int cli_fail(const struct error *e)

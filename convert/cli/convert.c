@@ -9,13 +9,12 @@
 
 static void help(void)
 {
-  printf("Usage: amiport convert [-f FMT] -O FMT [-o OPTIONS] [-c] [-p] [-j N] [--force]\n"
-         "                       [--verify] [--allow-backing] [--allow-extent-paths]\n"
-         "                       [--disk N] SRC DST\n\n"
+  printf("Usage: amiport convert " IMAGE_USAGE "\n"
+         "                       -O FMT [-o OPTIONS] [-c] [-p] [-j N] [--force] [--verify] SRC DST\n\n"
          "Copies SRC into a new image DST of format FMT, reading only the data SRC's map\n"
          "names and leaving zeros unallocated. DST is written under a temporary name and\n"
          "renamed only when complete; on failure or Ctrl-C nothing is left behind.\n\n"
-         "  -f, --format FMT         read SRC as FMT instead of probing it\n"
+         IMAGE_HELP
          "  -O, --output-format FMT  format of DST (required)\n"
          "  -o, --options OPTS       format options, key=value[,key=value...] (below)\n"
          "  -c, --compress           compress the data (qcow2)\n"
@@ -23,9 +22,6 @@ static void help(void)
          "  -j, --jobs N             worker threads (default: one per core)\n"
          "      --force              overwrite DST if it exists\n"
          "      --verify             read DST back and compare it with SRC before renaming\n"
-         "      --allow-backing      follow backing files SRC names\n"
-         "      --allow-extent-paths let a VMDK descriptor name extents outside its directory\n"
-         "      --disk N             OVA: convert the Nth disk (1 = the first, the default)\n"
          "  -h, --help               show this help\n");
   for (const struct image_format *const *f = img_formats(); *f; f++)
     if ((*f)->create && (*f)->create_help && *(*f)->create_help)
@@ -35,7 +31,7 @@ static void help(void)
 int cmd_convert(int argc, char **argv)
 {
   static const struct option longopts[] = {
-    { "format", required_argument, NULL, 'f' },
+    IMAGE_LONGOPTS,
     { "output-format", required_argument, NULL, 'O' },
     { "options", required_argument, NULL, 'o' },
     { "compress", no_argument, NULL, 'c' },
@@ -43,14 +39,11 @@ int cmd_convert(int argc, char **argv)
     { "jobs", required_argument, NULL, 'j' },
     { "force", no_argument, NULL, 'F' },
     { "verify", no_argument, NULL, 'V' },
-    { "allow-backing", no_argument, NULL, 'B' },
-    { "allow-extent-paths", no_argument, NULL, 'E' },
-    { "disk", required_argument, NULL, 'D' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
-  const char *fmt = NULL, *out_fmt = NULL;
-  struct open_opts oo = { 0 };
+  const char *out_fmt = NULL;
+  struct image_args ia = { 0 };
   struct create_opts co = { 0 };
   struct copy_opts cp = { .progress = isatty(2), .cancel = &cli_interrupted };
   bool force = false;
@@ -58,7 +51,6 @@ int cmd_convert(int argc, char **argv)
   int c, rc = EXIT_USAGE;
   while ((c = getopt_long(argc, argv, "f:O:o:cpj:h", longopts, NULL)) != -1) {
     switch (c) {
-    case 'f': fmt = optarg; break;
     case 'O': out_fmt = optarg; break;
     case 'o':
       if (create_opts_parse(&co, optarg, &e) < 0) {
@@ -80,20 +72,11 @@ int cmd_convert(int argc, char **argv)
     }
     case 'F': force = true; break;
     case 'V': cp.verify = true; break;
-    case 'B': oo.allow_backing = true; break;
-    case 'E': oo.allow_extent_paths = true; break;
-    case 'D': {
-      char *end;
-      long n = strtol(optarg, &end, 10);
-      if (*end || n < 1 || n > 65535) {
-        rc = cli_usage("convert", "--disk must be 1 to 65535, not '%s'", optarg);
-        goto out;
-      }
-      oo.disk_index = (unsigned)n;
-      break;
-    }
     case 'h': help(); rc = EXIT_OK; goto out;
-    default: rc = cli_usage("convert", "unknown option"); goto out;
+    default:
+      if (cli_image_option("convert", c, optarg, &ia) < 0)
+        goto out;
+      break;
     }
   }
   if (optind + 2 != argc) {
@@ -101,7 +84,7 @@ int cmd_convert(int argc, char **argv)
     goto out;
   }
   if (!out_fmt) {
-    rc = cli_usage("convert", "-O FMT is required (one of raw, qcow2)");
+    rc = cli_usage("convert", "-O FMT is required (the formats are listed in --help)");
     goto out;
   }
   const struct image_format *of = img_format_by_name(out_fmt);
@@ -110,7 +93,7 @@ int cmd_convert(int argc, char **argv)
     goto out;
   }
   cli_catch_signals();
-  struct img *src = img_open(argv[optind], fmt, &oo, &e);
+  struct img *src = img_open(argv[optind], ia.format, &ia.open, &e);
   if (!src) {
     rc = cli_fail(&e);
     goto out;

@@ -7,15 +7,12 @@
 #include <stdlib.h>
 
 static const char help[] =
-  "Usage: amiport info [-f FMT] [--output=human|json] [--allow-backing] [--allow-extent-paths] [--disk N] IMAGE\n\n"
+  "Usage: amiport info " IMAGE_USAGE " [--output=human|json] IMAGE\n\n"
   "Shows the image's format, virtual size, size on disk, cluster size, how much of it\n"
   "is data, zeros and unallocated, and the format's features.\n\n"
-  "  -f, --format FMT     read IMAGE as FMT instead of probing it\n"
-  "      --output FORMAT  human (default) or json\n"
-  "      --allow-backing  follow backing files the image names\n"
-  "      --allow-extent-paths  let a VMDK descriptor name extents outside its directory\n"
-  "      --disk N         OVA: the Nth disk (1 = the first, the default)\n"
-  "  -h, --help           show this help\n";
+  IMAGE_HELP
+  "      --output FORMAT       human (default) or json\n"
+  "  -h, --help                show this help\n";
 
 /* Sums the map of the whole image by kind. */
 static int allocation(struct img *im, uint64_t sums[3], struct error *e)
@@ -48,40 +45,25 @@ static void print_human(struct json_object *o, int depth)
 int cmd_info(int argc, char **argv)
 {
   static const struct option longopts[] = {
-    { "format", required_argument, NULL, 'f' },
+    IMAGE_LONGOPTS,
     { "output", required_argument, NULL, 'O' },
-    { "allow-backing", no_argument, NULL, 'B' },
-    { "allow-extent-paths", no_argument, NULL, 'E' },
-    { "disk", required_argument, NULL, 'D' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
-  const char *fmt = NULL;
   enum output out = OUTPUT_HUMAN;
-  struct open_opts oo = { 0 };
+  struct image_args ia = { 0 };
   int c;
   while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
     switch (c) {
-    case 'f': fmt = optarg; break;
     case 'O': if (cli_parse_output("info", optarg, &out)) return EXIT_USAGE; break;
-    case 'B': oo.allow_backing = true; break;
-    case 'E': oo.allow_extent_paths = true; break;
-    case 'D': {
-      char *end;
-      long n = strtol(optarg, &end, 10);
-      if (*end || n < 1 || n > 65535)
-        return cli_usage("info", "--disk must be 1 to 65535, not '%s'", optarg);
-      oo.disk_index = (unsigned)n;
-      break;
-    }
     case 'h': fputs(help, stdout); return EXIT_OK;
-    default: return cli_usage("info", "unknown option");
+    default: if (cli_image_option("info", c, optarg, &ia) < 0) return EXIT_USAGE; break;
     }
   }
   if (optind + 1 != argc)
     return cli_usage("info", "expects one IMAGE");
   struct error e = { 0 };
-  struct img *im = img_open(argv[optind], fmt, &oo, &e);
+  struct img *im = img_open(argv[optind], ia.format, &ia.open, &e);
   if (!im)
     return cli_fail(&e);
   uint64_t sums[3] = { 0 };
