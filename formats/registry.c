@@ -296,6 +296,8 @@ int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const cha
                     struct error *e)
 {
   const uint8_t *p = buf;
+  uint64_t start = off;
+  size_t total = len;
   while (len) {
     ssize_t n = pwrite(fd, p, len, (off_t)off);
     if (n < 0) {
@@ -307,6 +309,10 @@ int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const cha
     off += (uint64_t)n;
     len -= (size_t)n;
   }
+  /* Start writing large pieces back now, so the fsync that ends an image
+   * does not wait for all of it at once, and dirty pages do not pile up. */
+  if (total >= (256u << 10))
+    sync_file_range(fd, (off64_t)start, (off64_t)total, SYNC_FILE_RANGE_WRITE);
   return 0;
 }
 
