@@ -1,11 +1,10 @@
 /* fuzz_initramfs.c - libFuzzer harness: the input is an initramfs file
  * (cpio, optionally compressed, optionally after an early archive). The
  * first input byte picks a window size, to reach the refill paths. */
+#include "fuzz.h"
 #include "kernel.h"
 
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct mem {
   const uint8_t *p;

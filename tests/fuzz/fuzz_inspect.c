@@ -5,19 +5,12 @@
 
 #include <json-c/json.h>
 
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-  int fd = memfd_create("fuzz", MFD_CLOEXEC);
-  if (fd < 0 || write(fd, data, size) != (ssize_t)size)
-    abort();
   struct error e = { 0 };
-  struct img *im = img_open_fd(fd, "fuzz.img", "raw", &(struct open_opts){ .quiet = true }, &e);
+  struct img *im = fuzz_open(data, size, "fuzz.img", "raw");
   if (!im)
     return 0;
   static struct inspection in;

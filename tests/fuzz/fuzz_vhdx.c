@@ -15,13 +15,7 @@
  *   (metadata items).
  * The file is as long as the last MiB the input reaches. Seeds are made the
  * same way from real images (fixtures/fuzz/vhdx/). */
-#include "image.h"
-
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 static void put(int fd, const uint8_t *p, size_t n, off_t at)
 {
@@ -33,9 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   if (size > (4u << 20))
     return 0;
-  int fd = memfd_create("fuzz", MFD_CLOEXEC);
-  if (fd < 0)
-    abort();
+  int fd = fuzz_memfd();
   static const off_t head[5] = { 0, 64 << 10, 128 << 10, 192 << 10, 256 << 10 };
   size_t at = 0;
   for (int i = 0; i < 5 && at < size; i++, at += 4096)
@@ -48,20 +40,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   }
   if (ftruncate(fd, end) < 0)
     abort();
-  struct error e = { 0 };
-  struct open_opts o = { .quiet = true, .max_table_bytes = 1 << 20 };
-  struct img *im = img_open_fd(fd, "fuzz.vhdx", "vhdx", &o, &e);
-  if (!im)
-    return 0;
-  uint64_t span = im->size < (64u << 20) ? im->size : (64u << 20);
-  struct extent_list map = { 0 };
-  static uint8_t buf[1 << 16];
-  if (img_extents(im, 0, span, &map, &e) == 0)
-    for (size_t i = 0; i < map.n && i < 64; i++) {
-      size_t n = map.v[i].len < sizeof buf ? (size_t)map.v[i].len : sizeof buf;
-      img_pread(im, buf, n, map.v[i].off, &e);
-    }
-  extent_list_free(&map);
-  img_close(im);
+  fuzz_read_image(fuzz_open_fd(fd, "fuzz.vhdx", "vhdx"));
   return 0;
 }
