@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #define CHUNK (2u << 20)       /* largest unit */
-#define MAP_WINDOW (1ull << 30) /* source map asked for at a time */
 #define QUEUE 16
 
 struct unit {
@@ -257,70 +256,70 @@ static int push_unit(struct engine *g, uint64_t *seq, uint64_t off, uint64_t len
   return failed ? -1 : 0;
 }
 
-/* Walks the source map and queues block-aligned units of at most CHUNK bytes. */
-static int produce(struct engine *g, struct progress *p, struct error *e)
+/* Cuts the source map into block-aligned units of at most CHUNK bytes. */
+struct producer {
+  struct engine *g;
+  struct progress *p;
+  uint64_t blk, seq, pend_off, pend_len, emitted;
+};
+
+static int produce_extent(void *ctx, const struct extent *x, struct error *e)
 {
-  uint64_t size = g->src->size, blk = g->dst->block_size ? g->dst->block_size : 1;
-  uint64_t seq = 0, pend_off = 0, pend_len = 0, emitted = 0;
-  struct extent_list map = { 0 };
-  int ret = -1;
-  for (uint64_t win = 0; win < size; win += MAP_WINDOW) {
-    uint64_t wlen = size - win < MAP_WINDOW ? size - win : MAP_WINDOW;
-    map.n = 0;
-    if (img_extents(g->src, win, wlen, &map, e) < 0)
-      goto out;
-    for (size_t i = 0; i < map.n; i++) {
-      struct extent x = map.v[i];
-      if (x.kind == EXTENT_HOLE || (x.kind == EXTENT_ZERO && !g->o->write_zeros))
-        continue;
-      uint64_t a = x.off / blk * blk, b = x.off + x.len;
-      b = (b + blk - 1) / blk * blk;
-      if (b > size) /* the last block of the disk may be short */
-        b = size;
-      if (a < emitted)
-        a = emitted;
-      while (a < b) {
-        uint64_t chunk_end = (a / CHUNK + 1) * CHUNK;
-        uint64_t piece_end = b < chunk_end ? b : chunk_end;
-        if (pend_len && pend_off + pend_len == a && (pend_off / CHUNK) == (a / CHUNK)) {
-          pend_len += piece_end - a;
-        } else {
-          if (pend_len && push_unit(g, &seq, pend_off, pend_len, p) < 0)
-            goto stopped;
-          pend_off = a;
-          pend_len = piece_end - a;
-        }
-        a = piece_end;
-      }
-      emitted = b;
+  (void)e;
+  struct producer *pr = ctx;
+  struct engine *g = pr->g;
+  uint64_t size = g->src->size;
+  if (x->kind == EXTENT_HOLE || (x->kind == EXTENT_ZERO && !g->o->write_zeros))
+    return 0;
+  uint64_t a = x->off / pr->blk * pr->blk, b = x->off + x->len;
+  b = (b + pr->blk - 1) / pr->blk * pr->blk;
+  if (b > size) /* the last block of the disk may be short */
+    b = size;
+  if (a < pr->emitted) /* its first block went with the previous extent */
+    a = pr->emitted;
+  while (a < b) {
+    uint64_t chunk_end = (a / CHUNK + 1) * CHUNK;
+    uint64_t piece_end = b < chunk_end ? b : chunk_end;
+    if (pr->pend_len && pr->pend_off + pr->pend_len == a && pr->pend_off / CHUNK == a / CHUNK) {
+      pr->pend_len += piece_end - a;
+    } else {
+      if (pr->pend_len && push_unit(g, &pr->seq, pr->pend_off, pr->pend_len, pr->p) < 0)
+        return 1; /* a worker failed; its error is the one reported */
+      pr->pend_off = a;
+      pr->pend_len = piece_end - a;
     }
+    a = piece_end;
   }
-  if (pend_len && push_unit(g, &seq, pend_off, pend_len, p) < 0)
-    goto stopped;
-  ret = 0;
-  goto out;
-stopped:
-  ret = 0; /* the worker's error is reported */
-out:
-  extent_list_free(&map);
-  return ret;
+  pr->emitted = b;
+  return 0;
 }
 
+static int produce(struct engine *g, struct progress *p, struct error *e)
+{
+  struct producer pr = { .g = g, .p = p, .blk = g->dst->block_size ? g->dst->block_size : 1 };
+  int r = img_map_walk(g->src, produce_extent, &pr, e);
+  if (r < 0)
+    return -1;
+  if (r == 0 && pr.pend_len)
+    push_unit(g, &pr.seq, pr.pend_off, pr.pend_len, p);
+  return 0;
+}
+
+static int count_extent(void *ctx, const struct extent *x, struct error *e)
+{
+  (void)e;
+  uint64_t *c = ctx; /* c[0]: the total; c[1]: whether zeros count */
+  if (x->kind == EXTENT_DATA || (c[1] && x->kind == EXTENT_ZERO))
+    c[0] += x->len;
+  return 0;
+}
+
+/* Data bytes the copy will read, for the progress bar. */
 static uint64_t count_data(struct img *src, bool zeros, struct error *e)
 {
-  struct extent_list map = { 0 };
-  uint64_t total = 0;
-  for (uint64_t win = 0; win < src->size; win += MAP_WINDOW) {
-    map.n = 0;
-    uint64_t wlen = src->size - win < MAP_WINDOW ? src->size - win : MAP_WINDOW;
-    if (img_extents(src, win, wlen, &map, e) < 0)
-      break;
-    for (size_t i = 0; i < map.n; i++)
-      if (map.v[i].kind == EXTENT_DATA || (zeros && map.v[i].kind == EXTENT_ZERO))
-        total += map.v[i].len;
-  }
-  extent_list_free(&map);
-  return total;
+  uint64_t c[2] = { 0, zeros };
+  img_map_walk(src, count_extent, c, e);
+  return c[0];
 }
 
 int copy_image(struct img *src, struct img *dst, const struct copy_opts *o,
@@ -412,8 +411,8 @@ int copy_verify(struct img *a, struct img *b, struct error *e)
     error_set(e, ERR_NOMEM, "out of memory");
     goto out;
   }
-  for (uint64_t win = 0; win < b->size; win += MAP_WINDOW) {
-    uint64_t wlen = b->size - win < MAP_WINDOW ? b->size - win : MAP_WINDOW;
+  for (uint64_t win = 0; win < b->size; win += IMG_MAP_WINDOW) {
+    uint64_t wlen = b->size - win < IMG_MAP_WINDOW ? b->size - win : IMG_MAP_WINDOW;
     /* Past a's end, a reads as zeros: no map, no reads. */
     uint64_t alen = win >= a->size ? 0 : a->size - win < wlen ? a->size - win : wlen;
     ma.n = mb.n = 0;

@@ -143,6 +143,13 @@ void img_close(struct img *im);
 int img_pread(struct img *im, void *buf, size_t len, uint64_t off, struct error *e);
 int img_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
                 struct error *e);
+/* Calls cb for each run of the whole image's map, in order, runs that
+ * continue across the windows it asks for merged; the map is asked for a
+ * GiB at a time, so memory stays small whatever the size. cb returns 0 to
+ * go on, anything else to stop (its value is returned). */
+#define IMG_MAP_WINDOW (1ull << 30)
+typedef int (*img_extent_cb)(void *ctx, const struct extent *x, struct error *e);
+int img_map_walk(struct img *im, img_extent_cb cb, void *ctx, struct error *e);
 /* File size on disk (allocated bytes), -1 if unknown. */
 int64_t img_actual_size(struct img *im);
 

@@ -223,6 +223,34 @@ int img_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *
   return 0;
 }
 
+int img_map_walk(struct img *im, img_extent_cb cb, void *ctx, struct error *e)
+{
+  struct extent_list map = { 0 };
+  struct extent pend = { 0 };
+  int ret = 0;
+  for (uint64_t off = 0; off < im->size && ret == 0; off += IMG_MAP_WINDOW) {
+    map.n = 0;
+    uint64_t len = im->size - off < IMG_MAP_WINDOW ? im->size - off : IMG_MAP_WINDOW;
+    if (img_extents(im, off, len, &map, e) < 0) {
+      ret = -1;
+      break;
+    }
+    for (size_t i = 0; i < map.n && ret == 0; i++) {
+      if (pend.len && pend.kind == map.v[i].kind) {
+        pend.len += map.v[i].len;
+        continue;
+      }
+      if (pend.len)
+        ret = cb(ctx, &pend, e);
+      pend = map.v[i];
+    }
+  }
+  if (ret == 0 && pend.len)
+    ret = cb(ctx, &pend, e);
+  extent_list_free(&map);
+  return ret;
+}
+
 int64_t img_actual_size(struct img *im)
 {
   struct stat st;

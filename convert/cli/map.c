@@ -15,8 +15,18 @@ static const char help[] =
   "      --output FORMAT       human (default) or json\n"
   "  -h, --help                show this help\n";
 
-static void print_extent(const struct extent *x, enum output out, bool first)
+struct printer {
+  enum output out;
+  bool first;
+};
+
+static int print_extent(void *ctx, const struct extent *x, struct error *e)
 {
+  (void)e;
+  struct printer *p = ctx;
+  enum output out = p->out;
+  bool first = p->first;
+  p->first = false;
   if (out == OUTPUT_JSON)
     printf("%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": 0, \"present\": %s, "
            "\"zero\": %s, \"data\": %s}",
@@ -24,6 +34,7 @@ static void print_extent(const struct extent *x, enum output out, bool first)
            x->kind == EXTENT_DATA ? "false" : "true", x->kind == EXTENT_DATA ? "true" : "false");
   else
     printf("0x%-16" PRIx64 " 0x%-16" PRIx64 " %s\n", x->off, x->len, extent_kind_name(x->kind));
+  return 0;
 }
 
 int cmd_map(int argc, char **argv)
@@ -52,39 +63,10 @@ int cmd_map(int argc, char **argv)
     return cli_fail(&e);
   if (out == OUTPUT_HUMAN)
     printf("%-18s %-18s %s\n", "Offset", "Length", "Kind");
-  struct extent_list map = { 0 };
-  struct extent pend = { 0 };
-  bool first = true;
-  int rc = EXIT_OK;
-  /* Ask a window at a time; merge runs that continue across windows. */
-  for (uint64_t off = 0; off < im->size; off += 1ull << 30) {
-    map.n = 0;
-    uint64_t len = im->size - off < (1ull << 30) ? im->size - off : 1ull << 30;
-    if (img_extents(im, off, len, &map, &e) < 0) {
-      rc = EXIT_FAIL;
-      break;
-    }
-    for (size_t i = 0; i < map.n; i++) {
-      if (pend.len && pend.kind == map.v[i].kind) {
-        pend.len += map.v[i].len;
-        continue;
-      }
-      if (pend.len) {
-        print_extent(&pend, out, first);
-        first = false;
-      }
-      pend = map.v[i];
-    }
-  }
-  if (rc == EXIT_OK) {
-    if (pend.len) {
-      print_extent(&pend, out, first);
-      first = false;
-    }
-    if (out == OUTPUT_JSON)
-      puts(first ? "[]" : "]");
-  }
-  extent_list_free(&map);
+  struct printer p = { out, true };
+  int rc = img_map_walk(im, print_extent, &p, &e) < 0 ? EXIT_FAIL : EXIT_OK;
+  if (rc == EXIT_OK && out == OUTPUT_JSON)
+    puts(p.first ? "[]" : "]");
   img_close(im);
   return rc == EXIT_OK ? rc : cli_fail(&e);
 }
