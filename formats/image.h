@@ -158,6 +158,10 @@ int img_pread_file(int fd, void *buf, size_t len, uint64_t off, const char *path
                    struct error *e); /* full read; short read is an ERR_FORMAT */
 int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const char *path,
                     struct error *e);
+/* img_pwrite_file, skipping 4 KiB stretches of zeros: for space known to
+ * read as zeros already (just appended to the file), which stays sparse. */
+int img_pwrite_sparse(int fd, const void *buf, size_t len, uint64_t off, const char *path,
+                      struct error *e);
 bool buf_is_zero(const void *buf, size_t len);
 
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }

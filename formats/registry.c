@@ -344,6 +344,31 @@ int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const cha
   return 0;
 }
 
+int img_pwrite_sparse(int fd, const void *vbuf, size_t n, uint64_t off, const char *path,
+                      struct error *e)
+{
+  const uint8_t *buf = vbuf;
+  size_t at = 0;
+  while (at < n) {
+    size_t k = n - at < 4096 ? n - at : 4096;
+    if (buf_is_zero(buf + at, k)) {
+      at += k;
+      continue;
+    }
+    size_t stop = at + k;
+    while (stop < n) {
+      size_t k2 = n - stop < 4096 ? n - stop : 4096;
+      if (buf_is_zero(buf + stop, k2))
+        break;
+      stop += k2;
+    }
+    if (img_pwrite_file(fd, buf + at, stop - at, off + at, path, e) < 0)
+      return -1;
+    at = stop;
+  }
+  return 0;
+}
+
 bool buf_is_zero(const void *buf, size_t len)
 {
   const uint8_t *p = buf;

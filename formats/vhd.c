@@ -820,32 +820,6 @@ static int vhd_create(struct img *im, uint64_t size, struct create_opts *o, stru
   return 0;
 }
 
-/* Writes buf at host, skipping 4 KiB stretches of zeros: they are in space
- * just appended to the file, which reads as zeros (and stays sparse). */
-static int vhd_write_data(struct img *im, const uint8_t *buf, size_t n, uint64_t host,
-                          struct error *e)
-{
-  size_t at = 0;
-  while (at < n) {
-    size_t k = n - at < 4096 ? n - at : 4096;
-    if (buf_is_zero(buf + at, k)) {
-      at += k;
-      continue;
-    }
-    size_t stop = at + k;
-    while (stop < n) {
-      size_t k2 = n - stop < 4096 ? n - stop : 4096;
-      if (buf_is_zero(buf + stop, k2))
-        break;
-      stop += k2;
-    }
-    if (img_pwrite_file(im->fd, buf + at, stop - at, host + at, im->path, e) < 0)
-      return -1;
-    at = stop;
-  }
-  return 0;
-}
-
 static int vhd_pwrite(struct img *im, const void *vbuf, size_t len, uint64_t off, struct error *e)
 {
   struct vhd *v = im->priv;
@@ -882,7 +856,7 @@ static int vhd_pwrite(struct img *im, const void *vbuf, size_t len, uint64_t off
     uint64_t base = (uint64_t)v->bat[blk] * VHD_SECTOR;
     pthread_mutex_unlock(&v->lock);
     if ((fresh && img_pwrite_file(im->fd, ones, sizeof ones, base, im->path, e) < 0) ||
-        vhd_write_data(im, buf, n, base + v->bitmap_size + in, e) < 0) {
+        img_pwrite_sparse(im->fd, buf, n, base + v->bitmap_size + in, im->path, e) < 0) {
       pthread_mutex_lock(&v->lock);
       v->failed = true;
       pthread_mutex_unlock(&v->lock);

@@ -155,32 +155,6 @@ int vhdxw_create(struct img *im, uint64_t size, struct create_opts *o, struct er
   return 0;
 }
 
-/* Writes buf at host, skipping 4 KiB stretches of zeros: a dynamic block is
- * space just appended to the file, which reads as zeros (and stays sparse). */
-static int vw_write_data(struct img *im, const uint8_t *buf, size_t n, uint64_t host,
-                         struct error *e)
-{
-  size_t at = 0;
-  while (at < n) {
-    size_t k = n - at < 4096 ? n - at : 4096;
-    if (buf_is_zero(buf + at, k)) {
-      at += k;
-      continue;
-    }
-    size_t stop = at + k;
-    while (stop < n) {
-      size_t k2 = n - stop < 4096 ? n - stop : 4096;
-      if (buf_is_zero(buf + stop, k2))
-        break;
-      stop += k2;
-    }
-    if (img_pwrite_file(im->fd, buf + at, stop - at, host + at, im->path, e) < 0)
-      return -1;
-    at = stop;
-  }
-  return 0;
-}
-
 int vhdxw_pwrite(struct img *im, const void *vbuf, size_t len, uint64_t off, struct error *e)
 {
   struct vhdxw *w = im->priv;
@@ -205,7 +179,7 @@ int vhdxw_pwrite(struct img *im, const void *vbuf, size_t len, uint64_t off, str
     }
     uint64_t host = VHDX_BAT_OFFSET(*x) + in;
     pthread_mutex_unlock(&w->lock);
-    if (vw_write_data(im, buf, n, host, e) < 0) {
+    if (img_pwrite_sparse(im->fd, buf, n, host, im->path, e) < 0) {
       pthread_mutex_lock(&w->lock);
       w->failed = true;
       pthread_mutex_unlock(&w->lock);
