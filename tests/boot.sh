@@ -41,6 +41,7 @@ elif [ "$ARM64" = 0 ]; then
 fi
 
 # 1. The fixtures (built once, shared with check_fixtures.sh).
+t_start=$SECONDS
 ensure_fixtures "$ARM64"
 
 # The positive fixtures: "name arch kernel_version mode,mode".

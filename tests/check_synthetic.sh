@@ -32,7 +32,7 @@ for v in ok no-nvme sda-fstab no-kernel no-bootloader; do
       [ "$(field "$T/ok.json" "j['bytes_read'] < 1048576")" = True ] || fail "ok: read too much"
       ;;
     no-nvme) [ "$RC" -eq 1 ] && [ "$(codes "$T/$v.json")" = NVME_DRIVER_MISSING ] || fail "$v: rc $RC, $(codes "$T/$v.json")" ;;
-    sda-fstab) [ "$RC" -eq 0 ] && [ "$(codes "$T/$v.json")" = FSTAB_DEVICE_NAME ] || fail "$v: rc $RC, $(codes "$T/$v.json")" ;;
+    sda-fstab) [ "$RC" -eq 1 ] && [ "$(codes "$T/$v.json")" = FSTAB_DEVICE_NAME ] || fail "$v: rc $RC, $(codes "$T/$v.json")" ;;
     no-kernel) [ "$RC" -eq 1 ] && [ "$(codes "$T/$v.json")" = NO_KERNEL ] || fail "$v: rc $RC, $(codes "$T/$v.json")" ;;
     no-bootloader) [ "$RC" -eq 1 ] && [ "$(codes "$T/$v.json")" = NO_BOOTLOADER ] || fail "$v: rc $RC, $(codes "$T/$v.json")" ;;
   esac
