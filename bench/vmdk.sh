@@ -6,341 +6,36 @@
 #
 # Usage: bench/vmdk.sh [AMIPORT_BINARY]      (default: build/amiport)
 #
-# Environment:
-#   BENCH_DIR       where inputs/outputs live      (default /tmp/amiport-bench)
-#   BENCH_DATA_MIB  MiB of data in each image      (default 1024)
-#   BENCH_VIRT_GIB  virtual size of each image     (default 4)
-#   BENCH_REPEAT    timed runs per tool and case;
-#                   the median wall time is used   (default 3)
-#
-# Both tools run on the same inputs in the same run; what is reported is the
-# ratio amiport / qemu-img, never an absolute time. Inputs are generated once
-# and reused (their names encode BENCH_DATA_MIB and BENCH_VIRT_GIB).
+# Settings (BENCH_DIR, BENCH_DATA_MIB, BENCH_VIRT_GIB, BENCH_REPEAT), inputs,
+# timing and the report are shared with the other scripts: see bench/lib.sh.
 set -euo pipefail
-
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-AMIPORT=${1:-$REPO_ROOT/build/amiport}
-BENCH_DIR=${BENCH_DIR:-/tmp/amiport-bench}
-DATA_MIB=${BENCH_DATA_MIB:-1024}
-VIRT_GIB=${BENCH_VIRT_GIB:-4}
-REPEAT=${BENCH_REPEAT:-3}
 
 # Targets (from the VMDK issue).
 TARGET_PLAIN=1.0      # ratio for the read path (streamOptimized -> raw)
 TARGET_COMPRESSED=0.5 # ratio for raw -> streamOptimized (qemu-img deflates on one core)
 TARGET_RSS_MIB=64     # amiport peak RSS must be below this
 
-die() { echo "vmdk.sh: $*" >&2; exit 1; }
-log() { echo "# $*" >&2; }
+BENCH_TITLE="amiport VMDK benchmark"
+RESULTS_TITLE="VMDK benchmark"
+RESULTS_FILE="results-vmdk.md"
+TARGETS_NOTE="Targets: ratio ≤$TARGET_COMPRESSED raw→streamOptimized, ≤$TARGET_PLAIN streamOptimized→raw; amiport peak RSS <$TARGET_RSS_MIB MiB."
 
-for v in DATA_MIB VIRT_GIB REPEAT; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
-(( DATA_MIB <= VIRT_GIB * 1024 )) || die "BENCH_DATA_MIB must not exceed BENCH_VIRT_GIB*1024"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-case $AMIPORT in */*) ;; *) AMIPORT=$(command -v "$AMIPORT" || echo "$AMIPORT") ;; esac
-[[ -x $AMIPORT ]] || die "amiport binary '$AMIPORT' not found or not executable (build it or pass its path)"
-command -v qemu-img >/dev/null || die "qemu-img not found (apt-get install qemu-utils)"
-command -v openssl >/dev/null || die "openssl not found"
-command -v perl >/dev/null || die "perl not found"
-
-TIME=/usr/bin/time
-if [[ ! -x $TIME ]]; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        log "installing GNU time"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null \
-            || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y time >/dev/null; } \
-            || die "could not install package 'time'"
-    fi
-    [[ -x $TIME ]] || die "/usr/bin/time missing: install package 'time'"
-fi
-
-mkdir -p "$BENCH_DIR/inputs"
-OUT=$BENCH_DIR/out
-rm -rf "$OUT"
-mkdir -p "$OUT"
-cleanup() { rm -rf "$OUT"; rm -f "$BENCH_DIR"/inputs/*.tmp; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- machine facts
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-alloc_bytes() { du -B1 -- "$1" | cut -f1; }
-
-cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
-qemu_ver=$(qemu-img --version | head -n1)
-if commit=$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null); then
-    git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || commit="$commit (dirty tree)"
-else
-    commit="none (no commits yet)"
-fi
-fs_type=$(stat -f -c %T "$BENCH_DIR" 2>/dev/null || echo "?")
-mem_mib=$(awk '/^MemTotal/ { printf "%d", $2 / 1024 }' /proc/meminfo)
-
-FACTS=$(cat <<EOF
-- date: $(date -u '+%Y-%m-%d %H:%M UTC')
-- nproc: $(nproc); CPU: ${cpu_model:-unknown}; RAM: ${mem_mib} MiB; kernel: $(uname -r)
-- qemu-img: $qemu_ver (default options: no -m/-W/-t given, so cache=unsafe for the output, no fsync)
-- amiport: $AMIPORT, git commit $commit
-- inputs: ${VIRT_GIB} GiB virtual, ${DATA_MIB} MiB data in 4 scattered regions; BENCH_DIR=$BENCH_DIR ($fs_type)
-- runs: median wall time of $REPEAT run(s) per tool and case, tools alternated; peak RSS is the max over runs
-- page cache: nothing is dropped, both tools read warm inputs (each input is read once before its case); \`sync\` runs before every timed run and outputs are deleted between runs
-EOF
-)
-echo "== amiport VMDK benchmark =="
-echo "$FACTS"
-echo
-
-# ---------------------------------------------------------------- inputs
-# Data is laid out in 4 regions of DATA_MIB/4 MiB each, one per quarter of the
-# virtual disk, at different offsets inside their quarter, with holes between.
-NREG=4
-REG_MIB=$(( DATA_MIB / NREG ))
-(( REG_MIB > 0 )) || die "BENCH_DATA_MIB must be at least $NREG"
-SLOT_MIB=$(( VIRT_GIB * 1024 / NREG ))
-region_offset_mib() { # $1 = region index
-    local free=$(( SLOT_MIB - REG_MIB ))
-    echo $(( $1 * SLOT_MIB + free * $1 / (NREG + 1) ))
+# The vmdk input: streamOptimized, written by qemu-img from the raw one.
+extra_input() {
+    [[ -f $1.vmdk ]] && return
+    log "making $(basename "$1").vmdk (streamOptimized, by qemu-img)"
+    qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$1.raw" "$1.vmdk.tmp"
+    mv "$1.vmdk.tmp" "$1.vmdk"
 }
+describe_input() { echo "$(basename "$1").vmdk ($(mib "$(stat -c %s "$1.vmdk")") MiB, streamOptimized by qemu-img)"; }
 
-# Write $1 (a file of DATA_MIB MiB) into a new sparse raw image $2, region by region.
-scatter_into_raw() {
-    local payload=$1 raw=$2 i off
-    rm -f "$raw"
-    truncate -s "${VIRT_GIB}G" "$raw"
-    for (( i = 0; i < NREG; i++ )); do
-        off=$(region_offset_mib "$i")
-        dd if="$payload" of="$raw" bs=1M skip=$(( i * REG_MIB )) seek="$off" count="$REG_MIB" \
-            conv=notrunc,sparse status=none
-    done
-}
-
-# Random (incompressible) payload: AES-CTR keystream over zeros, fast and reproducible.
-make_random_payload() {
-    { openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:amiport-bench -in /dev/zero 2>/dev/null || true; } \
-        | head -c $(( REG_MIB * NREG * 1048576 )) > "$1"
-}
-
-# OS-like payload: a tar stream of real system files (text, ELF binaries,
-# already-compressed .gz/.png/...) with runs of zero 4 KiB pages inserted, as
-# found in a used filesystem. Deterministic for a given /usr.
-make_osmix_payload() {
-    local bytes=$(( REG_MIB * NREG * 1048576 ))
-    {
-        # Interleave sources so that a truncated stream still mixes kinds of data.
-        for d in /usr/share/doc /usr/bin /usr/include /usr/share/locale /usr/lib/x86_64-linux-gnu \
-                 /usr/share /usr/lib /usr/sbin /etc; do
-            [[ -d $d ]] && tar -C / -cf - --ignore-failed-read --warning=none "${d#/}" 2>/dev/null
-        done
-        # Never run short: pad with more of the same if /usr is small.
-        # (tar dies of SIGPIPE once perl has enough, which ends the loop)
-        for _ in 1 2 3 4 5 6 7 8; do
-            tar -C / -cf - --ignore-failed-read --warning=none usr 2>/dev/null || break
-        done
-    } | perl -e '
-        use strict; use warnings;
-        my $want = shift; my $out = 0; my $zero = "\0" x 4096; my $x = 12345;
-        sub rnd { $x = ($x * 1103515245 + 12345) % 2147483648; return $x / 2147483648; }
-        binmode STDIN; binmode STDOUT;
-        while ($out < $want) {
-            my $got = read(STDIN, my $page, 4096) or last;
-            $page .= "\0" x (4096 - $got) if $got < 4096;
-            print $page; $out += 4096;
-            if (rnd() < 0.02 && $out < $want) {          # a run of 1..32 zero pages
-                my $n = 1 + int(rnd() * 32);
-                while ($n-- > 0 && $out < $want) { print $zero; $out += 4096; }
-            }
-        }
-        exit($out >= $want ? 0 : 1);
-    ' "$bytes" > "$1" || true
-    [[ $(stat -c %s "$1") -eq $bytes ]] || die "could not build the OS-like payload"
-}
-
-FLAVOURS=(random osmix)
-input_base() { echo "$BENCH_DIR/inputs/$1-${DATA_MIB}M-in-${VIRT_GIB}G"; }
-
-make_input() {
-    local flavour=$1 base payload
-    base=$(input_base "$flavour")
-    if [[ -f $base.raw && ! -f $base.vmdk ]]; then
-        log "making $(basename "$base").vmdk (streamOptimized, by qemu-img)"
-        qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$base.raw" "$base.vmdk.tmp"
-        mv "$base.vmdk.tmp" "$base.vmdk"
-    fi
-    if [[ -f $base.raw && -f $base.qcow2 && -f $base.vmdk ]]; then
-        log "reusing $base.{raw,qcow2}"
-        return
-    fi
-    log "generating $flavour input ($DATA_MIB MiB in ${VIRT_GIB} GiB)"
-    payload=$base.payload.tmp
-    "make_${flavour}_payload" "$payload"
-    [[ $(stat -c %s "$payload") -eq $(( REG_MIB * NREG * 1048576 )) ]] || die "short $flavour payload"
-    scatter_into_raw "$payload" "$base.raw.tmp"
-    rm -f "$payload"
-    qemu-img convert -f raw -O qcow2 "$base.raw.tmp" "$base.qcow2.tmp"
-    qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$base.raw.tmp" "$base.vmdk.tmp"
-    mv "$base.raw.tmp" "$base.raw"
-    mv "$base.qcow2.tmp" "$base.qcow2"
-    mv "$base.vmdk.tmp" "$base.vmdk"
-}
-
-for f in "${FLAVOURS[@]}"; do make_input "$f"; done
-echo "Inputs:"
-for f in "${FLAVOURS[@]}"; do
-    b=$(input_base "$f")
-    echo "  $f: $(basename "$b").raw ($(mib "$(alloc_bytes "$b.raw")") MiB allocated)," \
-         "$(basename "$b").vmdk ($(mib "$(stat -c %s "$b.vmdk")") MiB, streamOptimized by qemu-img)"
-done
-echo
-
-# ---------------------------------------------------------------- running
-# Load both binaries and their libraries once, so no timed run pays for it.
-qemu-img --version >/dev/null
-"$AMIPORT" --version >/dev/null 2>&1 || "$AMIPORT" --help >/dev/null 2>&1 || true
-
-# run_timed RESULT_FILE CMD... : run once under GNU time, append "wall rss_kib user sys".
-run_timed() {
-    local res=$1; shift
-    local tf=$OUT/time.txt rc=0
-    sync
-    "$TIME" -f '%e %M %U %S' -o "$tf" -- "$@" >"$OUT/cmd.log" 2>&1 || rc=$?
-    if (( rc != 0 )); then
-        echo "    command failed (exit $rc): $*" >&2
-        sed 's/^/    | /' "$OUT/cmd.log" | tail -n 5 >&2
-        return 1
-    fi
-    tail -n 1 "$tf" >> "$res"
-}
-
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-# summarize RESULT_FILE -> "median_wall max_rss_kib user sys" (cpu of the median-ish run: mean)
-summarize() {
-    local w r u s
-    w=$(awk '{ print $1 }' "$1" | median)
-    r=$(awk 'BEGIN { m = 0 } { if ($2 > m) m = $2 } END { print m }' "$1")
-    u=$(awk '{ t += $3 } END { printf "%.2f", t / NR }' "$1")
-    s=$(awk '{ t += $4 } END { printf "%.2f", t / NR }' "$1")
-    echo "$w $r $u $s"
-}
-
-ROWS=()     # markdown rows
-RUNLOG=$BENCH_DIR/runs.log   # every timed run, for looking at the noise
-: > "$RUNLOG"
-NPASS=0; NMISS=0; NERR=0
-
-# bench_case FLAVOUR NAME SRC_FMT DST_FMT COMPRESSED(0/1) [-o OPTS]
-bench_case() {
-    local flavour=$1 name=$2 sfmt=$3 dfmt=$4 comp=$5; shift 5
-    local opts=("$@")
-    local base src dst_q dst_a qres ares i ok=1 verify="not run"
-    base=$(input_base "$flavour")
-    src=$base.$sfmt
-    dst_q=$OUT/qemu.$dfmt
-    dst_a=$OUT/amiport.$dfmt
-    qres=$OUT/q.res; ares=$OUT/a.res
-    : > "$qres"; : > "$ares"
-    local cflag=()   # streamOptimized is compressed by its subformat, not by -c
-    local label="$flavour: $name"
-    log "case $label"
-
-    dd if="$src" of=/dev/null bs=4M status=none   # warm the input for both tools
-
-    local qsize=0 asize=0
-    run_q() {
-        run_timed "$qres" qemu-img convert -f "$sfmt" -O "$dfmt" "${opts[@]}" "${cflag[@]}" "$src" "$dst_q" \
-            || die "qemu-img failed on case '$label'"
-        qsize=$(alloc_bytes "$dst_q")
-        rm -f "$dst_q"
-    }
-    run_a() {
-        (( ok )) || return 0
-        if ! run_timed "$ares" "$AMIPORT" convert -f "$sfmt" -O "$dfmt" "${opts[@]}" "${cflag[@]}" --force "$src" "$dst_a"; then
-            ok=0; rm -f "$dst_a"; return 0
-        fi
-        asize=$(alloc_bytes "$dst_a")
-        if [[ $verify == "not run" ]]; then    # verify the amiport output once
-            if qemu-img compare -q -f "$sfmt" -F "$dfmt" "$src" "$dst_a" >"$OUT/cmp.log" 2>&1; then
-                verify=identical
-            else
-                verify=DIFFERS; sed 's/^/    | /' "$OUT/cmp.log" | tail -n 3 >&2
-                if [[ $dfmt == vmdk ]]; then qemu-img check "$dst_a" 2>&1 | tail -n 3 | sed 's/^/    | /' >&2 || true; fi
-            fi
-        fi
-        rm -f "$dst_a"
-    }
-    # Alternate which tool goes first (q a, a q, q a, ...) so neither always
-    # pays for the other's freshly deleted output or for the first run.
-    for (( i = 1; i <= REPEAT; i++ )); do
-        rm -f "$dst_q" "$dst_a"
-        if (( i % 2 )); then run_q; run_a; else run_a; run_q; fi
-    done
-    { echo "$label qemu-img (wall rss_kib user sys):"; sed 's/^/  /' "$qres"
-      echo "$label amiport:"; sed 's/^/  /' "$ares"; } >> "$RUNLOG"
-
-    local q a
-    q=($(summarize "$qres"))
-    local target=$TARGET_PLAIN; (( comp )) && target=$TARGET_COMPRESSED
-    local qrss qcpu
-    qrss=$(awk -v k="${q[1]}" 'BEGIN { printf "%.1f", k / 1024 }')
-    qcpu=$(awk -v u="${q[2]}" -v s="${q[3]}" 'BEGIN { printf "%.2f", u + s }')
-    if (( ! ok )) || [[ ! -s $ares ]]; then
-        NERR=$(( NERR + 1 ))
-        ROWS+=("| $label | ${q[0]} | FAIL | - | ≤$target ERR | $qrss | - | <$TARGET_RSS_MIB ERR | $qcpu | - | $(mib "$qsize") | - | amiport failed |")
-        return 0
-    fi
-    a=($(summarize "$ares"))
-    local ratio rstat arss mstat acpu
-    ratio=$(awk -v a="${a[0]}" -v q="${q[0]}" 'BEGIN { if (q <= 0) q = 0.01; printf "%.2f", a / q }')
-    if awk -v r="$ratio" -v t="$target" 'BEGIN { exit !(r <= t) }'; then rstat=PASS; NPASS=$((NPASS+1)); else rstat=MISS; NMISS=$((NMISS+1)); fi
-    arss=$(awk -v k="${a[1]}" 'BEGIN { printf "%.1f", k / 1024 }')
-    if (( a[1] < TARGET_RSS_MIB * 1024 )); then mstat=PASS; NPASS=$((NPASS+1)); else mstat=MISS; NMISS=$((NMISS+1)); fi
-    acpu=$(awk -v u="${a[2]}" -v s="${a[3]}" 'BEGIN { printf "%.2f", u + s }')
-    [[ $verify == identical ]] || NERR=$(( NERR + 1 ))
-    ROWS+=("| $label | ${q[0]} | ${a[0]} | $ratio | ≤$target $rstat | $qrss | $arss | <$TARGET_RSS_MIB $mstat | $qcpu | $acpu | $(mib "$qsize") | $(mib "$asize") | $verify |")
-}
-
+bench_prepare "$@"
+# streamOptimized is compressed by its subformat, not by -c: the compressed
+# case only takes TARGET_COMPRESSED.
 for f in "${FLAVOURS[@]}"; do
     bench_case "$f" "raw→vmdk streamOptimized" raw  vmdk 1 -o subformat=streamOptimized
     bench_case "$f" "vmdk streamOptimized→raw" vmdk raw  0
 done
-
-# ---------------------------------------------------------------- report
-HEADER="| case | qemu-img s | amiport s | ratio | target | qemu-img RSS MiB | amiport RSS MiB | RSS target | qemu-img CPU s | amiport CPU s | qemu-img out MiB | amiport out MiB | amiport output vs input |"
-SEP="|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---|"
-NOTES=$(cat <<EOF
-Wall seconds are the median of $REPEAT run(s); ratio = amiport / qemu-img (lower is better).
-Targets: ratio ≤$TARGET_COMPRESSED raw→streamOptimized, ≤$TARGET_PLAIN streamOptimized→raw; amiport peak RSS <$TARGET_RSS_MIB MiB.
-CPU s = user + sys (mean over runs). "out MiB" = allocated size of the output (raw outputs are sparse).
-"amiport output vs input" = \`qemu-img compare\` of the first amiport output against the input.
-qemu-img runs with its default options; both tools read warm inputs (page cache not dropped).
-EOF
-)
-
-{
-    echo "$HEADER"
-    echo "$SEP"
-    printf '%s\n' "${ROWS[@]}"
-} > "$OUT/table.md"
-
-echo "== Results =="
-if command -v column >/dev/null; then
-    sed '2d; s/^| //; s/ |$//' "$OUT/table.md" | column -t -s '|'
-else
-    cat "$OUT/table.md"
-fi
-echo
-echo "$NOTES"
-echo "Summary: $NPASS PASS, $NMISS MISS, $NERR error(s)/mismatch(es)"
-
-{
-    echo "### VMDK benchmark ($(date -u '+%Y-%m-%d'))"
-    echo
-    echo "$FACTS"
-    echo
-    cat "$OUT/table.md"
-    echo
-    echo "$NOTES"
-    echo
-    echo "Reproduce: \`BENCH_DATA_MIB=$DATA_MIB BENCH_VIRT_GIB=$VIRT_GIB BENCH_REPEAT=$REPEAT bench/vmdk.sh $AMIPORT\`"
-} > "$BENCH_DIR/results.md"
-echo "Markdown written to $BENCH_DIR/results.md; individual runs in $RUNLOG"
+bench_report

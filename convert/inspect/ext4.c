@@ -338,8 +338,8 @@ static int ext4_mount(struct fs *fs, struct error *e)
     goto fail;
   }
   if ((uint64_t)x->ipg * x->groups != x->inodes) {
-    ext4_err(fs, e, ERR_FORMAT, 0, "s_inodes_count %u is not %u groups of %u inodes", x->inodes,
-             x->groups, x->ipg);
+    ext4_err(fs, e, ERR_FORMAT, 0, "s_inodes_count %u is not %u inodes per group times %u "
+             "groups", x->inodes, x->ipg, x->groups);
     goto fail;
   }
   if (rev > 0 && le32(sb + SB_FIRST_INO) > x->inodes) {
