@@ -7,8 +7,9 @@
 # one marker line only after loading nvme and ena from its initramfs and
 # mounting the root it finds there, so a pass also proves the drivers the
 # inspector says are in the initramfs really are. Each fixture is then
-# converted by amiport to qcow2 and to streamOptimized VMDK, compared with
-# qemu-img, and booted again from the converted image.
+# converted by amiport to qcow2 and to streamOptimized VMDK (the BIOS one
+# also to VHD and VHDX), compared with qemu-img, and booted again from the
+# converted image.
 #
 # Env: BOOT_TIMEOUT=300 seconds per boot; BOOT_JOBS=2 boots at a time;
 #      BOOT_ALL_MODES=1 boots converted images in every boot mode (default:
@@ -90,6 +91,15 @@ while read -r name arch kver modes <&3; do
       LEGS+=("$name $arch $kver ${m[(i + 1) % ${#m[@]}]} ${fmts[i]} $T/$name.${fmts[i]}")
     fi
   done
+  # One fixture also goes through VHD (vpc) and VHDX, the Hyper-V formats.
+  if [ "$name" = x86_64-bios-mbr ]; then
+    for fmt in vpc vhdx; do
+      amiport_ok convert -f raw -O "$fmt" "$raw" "$T/$name.$fmt"
+      qemu-img compare -f raw -F "$fmt" "$raw" "$T/$name.$fmt" >/dev/null ||
+        fail "$name.$fmt written by amiport differs from $name.raw"
+      LEGS+=("$name $arch $kver ${m[0]} $fmt $T/$name.$fmt")
+    done
+  fi
   k=$((k + 1))
 done 3<"$T/positive"
 
