@@ -70,6 +70,7 @@ struct create_opts {
   struct create_opt *v;
   size_t n;
   bool compress;     /* -c */
+  bool durable;      /* flush to stable storage at the writer's ordering points */
 };
 int create_opts_parse(struct create_opts *o, const char *text, struct error *e);
 void create_opts_free(struct create_opts *o);
@@ -122,6 +123,7 @@ struct img {
   uint32_t block_size; /* writers: pwrite granularity (power of two) */
   bool writable;
   bool guessed;        /* format was probed as raw for lack of anything better */
+  bool durable;        /* writers: img_sync really flushes (create_opts.durable) */
   void *priv;          /* the format's state */
 };
 
@@ -158,6 +160,11 @@ int img_pread_file(int fd, void *buf, size_t len, uint64_t off, const char *path
                    struct error *e); /* full read; short read is an ERR_FORMAT */
 int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const char *path,
                     struct error *e);
+/* Writers call this where the image must be on stable storage before they
+ * go on (data before the header that points at it, all before finish): an
+ * fsync when the image was created durable, else nothing, as qemu-img does
+ * by default. Returns -1 with errno set. */
+int img_sync(struct img *im);
 /* img_pwrite_file, skipping 4 KiB stretches of zeros: for space known to
  * read as zeros already (just appended to the file), which stays sparse. */
 int img_pwrite_sparse(int fd, const void *buf, size_t len, uint64_t off, const char *path,

@@ -722,7 +722,7 @@ int qcow2w_finish(struct img *im, struct error *e)
   if (qcow2w_write_refcounts(im, w, &rt_off, &rt_clusters, e) < 0 || qcow2w_write_l1(im, w, e) < 0)
     goto fail;
   /* Everything the header points at must be on disk before the header. */
-  if (fsync(im->fd) < 0) {
+  if (img_sync(im) < 0) {
     error_errno(e, "%s: fsync", im->path);
     goto fail;
   }
@@ -747,7 +747,7 @@ int qcow2w_finish(struct img *im, struct error *e)
     error_prefix(e, "qcow2 header");
     goto fail;
   }
-  if (fsync(im->fd) < 0) {
+  if (img_sync(im) < 0) {
     error_errno(e, "%s: fsync", im->path);
     goto fail;
   }

@@ -84,7 +84,7 @@ static int raw_pwrite(struct img *im, const void *buf, size_t len, uint64_t off,
 
 static int raw_finish(struct img *im, struct error *e)
 {
-  if (fsync(im->fd) < 0)
+  if (img_sync(im) < 0)
     return error_errno(e, "%s: fsync", im->path);
   return 0;
 }

@@ -156,6 +156,7 @@ struct img *img_create(const char *path, const char *fmtname, uint64_t size,
   im->size = size;
   im->block_size = 1;
   im->writable = true;
+  im->durable = o->durable;
   if (f->create(im, size, o, e) < 0)
     goto fail;
   for (size_t i = 0; i < o->n; i++)
@@ -324,8 +325,6 @@ int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const cha
                     struct error *e)
 {
   const uint8_t *p = buf;
-  uint64_t start = off;
-  size_t total = len;
   while (len) {
     ssize_t n = pwrite(fd, p, len, (off_t)off);
     if (n < 0) {
@@ -337,11 +336,12 @@ int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const cha
     off += (uint64_t)n;
     len -= (size_t)n;
   }
-  /* Start writing large pieces back now, so the fsync that ends an image
-   * does not wait for all of it at once, and dirty pages do not pile up. */
-  if (total >= (256u << 10))
-    sync_file_range(fd, (off64_t)start, (off64_t)total, SYNC_FILE_RANGE_WRITE);
   return 0;
+}
+
+int img_sync(struct img *im)
+{
+  return im->durable ? fsync(im->fd) : 0;
 }
 
 int img_pwrite_sparse(int fd, const void *vbuf, size_t n, uint64_t off, const char *path,

@@ -878,7 +878,7 @@ static int vhd_finish(struct img *im, struct error *e)
     return error_set(e, ERR_IO, "%s: an earlier VHD write failed; the image is incomplete",
                      im->path);
   if (v->type == VHD_FIXED) {
-    if (fsync(im->fd) < 0)
+    if (img_sync(im) < 0)
       return error_errno(e, "%s: fsync", im->path);
     if (img_pwrite_file(im->fd, v->footer, VHD_FOOTER_SIZE, im->size, im->path, e) < 0)
       return error_prefix(e, "VHD footer");
@@ -910,12 +910,12 @@ static int vhd_finish(struct img *im, struct error *e)
     if (img_pwrite_file(im->fd, v->footer, VHD_FOOTER_SIZE, v->next_free, im->path, e) < 0)
       return error_prefix(e, "VHD footer");
     /* Everything the footer copy at offset 0 announces is on disk first. */
-    if (fsync(im->fd) < 0)
+    if (img_sync(im) < 0)
       return error_errno(e, "%s: fsync", im->path);
     if (img_pwrite_file(im->fd, v->footer, VHD_FOOTER_SIZE, 0, im->path, e) < 0)
       return error_prefix(e, "VHD footer copy");
   }
-  if (fsync(im->fd) < 0)
+  if (img_sync(im) < 0)
     return error_errno(e, "%s: fsync", im->path);
   v->finished = true;
   return 0;

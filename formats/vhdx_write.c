@@ -318,7 +318,7 @@ int vhdxw_finish(struct img *im, struct error *e)
     return error_errno(e, "%s: set size to %llu", im->path, (unsigned long long)w->next_free);
   if (vw_write_tables(im, w, e) < 0)
     return -1;
-  if (fsync(im->fd) < 0)
+  if (img_sync(im) < 0)
     return error_errno(e, "%s: fsync", im->path);
   uint8_t id[512] = { 0 };
   memcpy(id, "vhdxfile", 8);
@@ -327,7 +327,7 @@ int vhdxw_finish(struct img *im, struct error *e)
     put_le16(id + 8 + i * 2, (uint16_t)creator[i]);
   if (img_pwrite_file(im->fd, id, sizeof id, 0, im->path, e) < 0)
     return error_prefix(e, "VHDX file identifier");
-  if (fsync(im->fd) < 0)
+  if (img_sync(im) < 0)
     return error_errno(e, "%s: fsync", im->path);
   w->finished = true;
   return 0;

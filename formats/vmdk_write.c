@@ -583,7 +583,7 @@ static int vw_finish_sparse(struct img *im, struct vmdkw *w, struct error *e)
   /* Grains are whole: the file ends at the end of the last one. */
   if (ftruncate(im->fd, (off_t)(w->next * VMDK_SECTOR)) < 0)
     return error_errno(e, "%s: set size", im->path);
-  if (fsync(im->fd) < 0)
+  if (img_sync(im) < 0)
     return error_errno(e, "%s: fsync", im->path);
   uint8_t h[VMDK_SECTOR];
   vw_header(w, h, gd, rgd);
@@ -599,7 +599,7 @@ int vmdkw_finish(struct img *im, struct error *e)
   if (w->finished)
     return 0;
   int r = w->stream ? vw_finish_stream(im, w, e) : vw_finish_sparse(im, w, e);
-  if (r == 0 && fsync(im->fd) < 0)
+  if (r == 0 && img_sync(im) < 0)
     r = error_errno(e, "%s: fsync", im->path);
   if (r < 0) {
     w->failed = true;

@@ -28,6 +28,11 @@ qio "$T/v.qcow2" "write -P 0x5a 1M 3M" "write -z 8M 1M" "write -P 7 20M 4k"
 amiport_ok convert --verify -O qcow2 -c "$T/v.qcow2" "$T/v2.qcow2"
 qemu-img compare "$T/v.qcow2" "$T/v2.qcow2" >/dev/null || fail "--verify output differs"
 
+# --sync flushes before the rename; the result is the same image.
+amiport_ok convert --sync -O qcow2 -c "$T/v.qcow2" "$T/v3.qcow2"
+qemu-img compare "$T/v.qcow2" "$T/v3.qcow2" >/dev/null || fail "--sync output differs"
+qemu-img check "$T/v3.qcow2" >/dev/null || fail "--sync output fails qemu-img check"
+
 # 3. -p draws a progress bar that reaches 100%.
 amiport_ok convert -p -O raw "$T/v.qcow2" "$T/v.raw"
 grep -q '100.0%' "$T/stderr" || fail "-p printed no 100% line: $(cat "$T/stderr")"

@@ -10,7 +10,8 @@
 static void help(void)
 {
   printf("Usage: amiport convert " IMAGE_USAGE "\n"
-         "                       -O FMT [-o OPTIONS] [-c] [-p] [-j N] [--force] [--verify] SRC DST\n\n"
+         "                       -O FMT [-o OPTIONS] [-c] [-p] [-j N] [--force] [--verify] [--sync]\n"
+         "                       SRC DST\n\n"
          "Copies SRC into a new image DST of format FMT, reading only the data SRC's map\n"
          "names and leaving zeros unallocated. DST is written under a temporary name and\n"
          "renamed only when complete; on failure or Ctrl-C nothing is left behind.\n\n"
@@ -22,6 +23,8 @@ static void help(void)
          "  -j, --jobs N             worker threads (default: one per core)\n"
          "      --force              overwrite DST if it exists\n"
          "      --verify             read DST back and compare it with SRC before renaming\n"
+         "      --sync               flush DST to stable storage before renaming it (slower;\n"
+         "                           like qemu-img, the default leaves that to the kernel)\n"
          "  -h, --help               show this help\n");
   for (const struct image_format *const *f = img_formats(); *f; f++)
     if ((*f)->create && (*f)->create_help && *(*f)->create_help)
@@ -39,6 +42,7 @@ int cmd_convert(int argc, char **argv)
     { "jobs", required_argument, NULL, 'j' },
     { "force", no_argument, NULL, 'F' },
     { "verify", no_argument, NULL, 'V' },
+    { "sync", no_argument, NULL, 'S' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
@@ -72,6 +76,7 @@ int cmd_convert(int argc, char **argv)
     }
     case 'F': force = true; break;
     case 'V': cp.verify = true; break;
+    case 'S': co.durable = true; break;
     case 'h': help(); rc = EXIT_OK; goto out;
     default:
       if (cli_image_option("convert", c, optarg, &ia) < 0)
