@@ -639,7 +639,8 @@ static int xfs_dir_walk(struct fs *fs, uint64_t dir, xfs_dirent_fn fn, void *arg
     error_set(e, ERR_NOMEM, "out of memory");
     goto out;
   }
-  memcpy(map, x->map, n * sizeof *map);
+  if (n) /* x->map is NULL for an empty fork */
+    memcpy(map, x->map, n * sizeof *map);
   /* No directory holds more data blocks than the region has blocks. */
   uint64_t budget = fs->size / x->dirblksize + 1, next = 0;
   for (size_t i = 0; i < n; i++) {
