@@ -17,6 +17,7 @@ enum error_code {
   ERR_NOMEM,
   ERR_EXISTS,      /* destination exists */
   ERR_INTERRUPTED,
+  ERR_REMOTE,      /* a service answered with an error */
 };
 
 struct error {

@@ -39,6 +39,7 @@ info() {
 
 lib_cleanup() {
   local rc=$?
+  [ -n "${FAKEAWS_PID:-}" ] && kill "$FAKEAWS_PID" 2>/dev/null && wait "$FAKEAWS_PID" 2>/dev/null
   if [ -n "$T" ] && [ -d "$T" ]; then
     if [ "$rc" -eq 0 ]; then
       rm -rf "$T"
@@ -337,4 +338,46 @@ ensure_fixtures() {
     info "fixtures: built in $((SECONDS - t0))s"
   fi
   flock -u 9
+}
+
+# start_fakeaws [SERVER ARGS...] - starts tests/fakeaws (the local EBS and EC2
+# emulator) on a free port with its state in $T/fakeaws, and points amiport
+# and awscli at it: the documentation key pair, us-east-1, no IMDS, no
+# config files, resume state under $T/state. Sets FAKEAWS_URL; `awsx`
+# runs Debian's awscli against it. Stopped when the test ends.
+FAKEAWS_PID=
+start_fakeaws() {
+  mkdir -p "$T/fakeaws" "$T/state"
+  : >"$T/fakeaws.out"
+  /usr/bin/python3 "$SRCDIR/tests/fakeaws/server.py" --port 0 --state "$T/fakeaws" "$@" \
+    >"$T/fakeaws.out" 2>"$T/fakeaws.log" &
+  FAKEAWS_PID=$!
+  local i port=
+  for i in $(seq 200); do
+    port=$(awk '$1 == "ready" { print $2 }' "$T/fakeaws.out")
+    [ -n "$port" ] && break
+    kill -0 "$FAKEAWS_PID" 2>/dev/null || { cat "$T/fakeaws.log" >&2; fail "fakeaws exited"; }
+    sleep 0.1
+  done
+  [ -n "$port" ] || fail "fakeaws did not print 'ready PORT' within 20 s"
+  FAKEAWS_URL=http://127.0.0.1:$port
+  unset AWS_PROFILE AWS_DEFAULT_REGION AWS_SESSION_TOKEN AWS_ENDPOINT_URL_EBS AWS_ENDPOINT_URL_EC2
+  export AWS_ACCESS_KEY_ID=AKIDEXAMPLE
+  export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+  export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+  export AWS_ENDPOINT_URL=$FAKEAWS_URL
+  export AWS_CONFIG_FILE=$T/aws-config AWS_SHARED_CREDENTIALS_FILE=$T/aws-credentials
+  export XDG_STATE_HOME=$T/state AWS_PAGER=
+  : >"$AWS_CONFIG_FILE"
+  : >"$AWS_SHARED_CREDENTIALS_FILE"
+}
+
+# fakeaws_ctl METHOD PATH [JSON] - the emulator's unsigned control endpoint.
+fakeaws_ctl() {
+  curl -sf -X "$1" ${3:+-H 'Content-Type: application/json' --data "$3"} "$FAKEAWS_URL/_fakeaws/$2" ||
+    fail "fakeaws control $1 $2 failed"
+}
+
+awsx() {
+  /usr/bin/aws --endpoint-url "$FAKEAWS_URL" --region us-east-1 --output json "$@"
 }

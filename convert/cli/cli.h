@@ -26,6 +26,21 @@ extern volatile sig_atomic_t cli_interrupted;
   "      --disk N              OVA: read its Nth disk (1 = the first, the default)\n"
 #define IMAGE_USAGE "[-f FMT] [--allow-backing] [--allow-extent-paths] [--disk N]"
 
+/* The options every command that talks to AWS takes. */
+#define AWS_LONGOPTS                                   \
+  { "region", required_argument, NULL, 0x100 },        \
+  { "profile", required_argument, NULL, 0x101 },       \
+  { "endpoint-url", required_argument, NULL, 0x102 }
+#define AWS_HELP                                                                        \
+  "      --region REGION       AWS region (else AWS_REGION, AWS_DEFAULT_REGION, the\n"  \
+  "                            profile's region, the instance's region)\n"             \
+  "      --profile NAME        profile in ~/.aws/config and ~/.aws/credentials\n"      \
+  "      --endpoint-url URL    send every AWS request to URL (else AWS_ENDPOINT_URL_EBS,\n" \
+  "                            AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL, the regional one)\n"
+/* Takes option c if it is one of AWS_LONGOPTS (returns 1), else 0. */
+struct aws_opts;
+int cli_aws_option(int c, const char *arg, struct aws_opts *ao);
+
 struct image_args {
   const char *format;
   struct open_opts open;
@@ -49,5 +64,8 @@ int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_register(int argc, char **argv);
+int cmd_wait(int argc, char **argv);
 
 #endif

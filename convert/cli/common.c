@@ -1,5 +1,6 @@
 /* common.c - helpers shared by the commands. */
 #include "cli.h"
+#include "aws.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -86,4 +87,14 @@ const char *cli_human_size(uint64_t n, char buf[32])
   else
     snprintf(buf, 32, "%.3g %s", v, units[u]);
   return buf;
+}
+
+int cli_aws_option(int c, const char *arg, struct aws_opts *ao)
+{
+  switch (c) {
+  case 0x100: ao->region = arg; return 1;
+  case 0x101: ao->profile = arg; return 1;
+  case 0x102: ao->endpoint_url = arg; return 1;
+  default: return 0;
+  }
 }

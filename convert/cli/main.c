@@ -12,6 +12,9 @@ static const struct command {
   { "map", "show where an image's data, zeros and holes are", cmd_map },
   { "convert", "copy an image to another format", cmd_convert },
   { "check", "tell whether the disk will boot on EC2, and why not", cmd_check },
+  { "import", "upload an image as an EBS snapshot and register it as an AMI", cmd_import },
+  { "register", "register an AMI from an EBS snapshot", cmd_register },
+  { "wait", "wait until a snapshot is completed or an AMI available", cmd_wait },
 };
 
 static void usage(FILE *f)

@@ -231,6 +231,16 @@ static struct json_object *jstr(const char *s)
   return s && *s ? json_object_new_string(s) : NULL;
 }
 
+void inspect_ami_params(const struct inspection *in, struct ami_params *p)
+{
+  p->arch = in->arch ? in->arch : in->efi_arch;
+  p->boot_mode = in->bios && in->uefi ? "uefi-preferred" : in->uefi ? "uefi"
+                 : in->bios ? "legacy-bios" : NULL;
+  p->ena = in->default_kernel >= 0 && in->drivers[INITRAMFS_ENA] != DRV_MISSING;
+  p->root_device = "/dev/xvda";
+  p->volume_gib = (in->virtual_size + (1ull << 30) - 1) >> 30;
+}
+
 struct json_object *inspect_to_json(const struct inspection *in)
 {
   struct json_object *o = json_object_new_object(), *a;
@@ -317,18 +327,14 @@ struct json_object *inspect_to_json(const struct inspection *in)
   json_object_object_add(o, "findings", a);
   bool ok = inspect_importable(in);
   json_object_object_add(o, "importable", json_object_new_boolean(ok));
+  struct ami_params ap;
+  inspect_ami_params(in, &ap);
   struct json_object *ami = json_object_new_object();
-  const char *arch = in->arch ? in->arch : in->efi_arch;
-  json_object_object_add(ami, "architecture", jstr(arch));
-  const char *mode = in->bios && in->uefi ? "uefi-preferred" : in->uefi ? "uefi"
-                     : in->bios ? "legacy-bios" : NULL;
-  json_object_object_add(ami, "boot_mode", jstr(mode));
-  json_object_object_add(ami, "ena_support",
-                         json_object_new_boolean(in->default_kernel >= 0 &&
-                                                 in->drivers[INITRAMFS_ENA] != DRV_MISSING));
-  json_object_object_add(ami, "root_device_name", json_object_new_string("/dev/xvda"));
-  json_object_object_add(ami, "volume_size_gib",
-                         json_object_new_int64((int64_t)((in->virtual_size + (1ull << 30) - 1) >> 30)));
+  json_object_object_add(ami, "architecture", jstr(ap.arch));
+  json_object_object_add(ami, "boot_mode", jstr(ap.boot_mode));
+  json_object_object_add(ami, "ena_support", json_object_new_boolean(ap.ena));
+  json_object_object_add(ami, "root_device_name", json_object_new_string(ap.root_device));
+  json_object_object_add(ami, "volume_size_gib", json_object_new_int64((int64_t)ap.volume_gib));
   json_object_object_add(o, "ami", ami);
   json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)in->disk.bytes_read));
   return o;

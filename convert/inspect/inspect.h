@@ -104,6 +104,16 @@ void inspect_add_finding(struct inspection *in, const char *code, enum severity 
 void inspect_judge(struct inspection *in); /* adds the findings */
 bool inspect_importable(const struct inspection *in);
 struct json_object *inspect_to_json(const struct inspection *in);
+
+/* What RegisterImage should be told, as the guest shows it. */
+struct ami_params {
+  const char *arch;        /* x86_64, arm64, i386, or NULL when unknown */
+  const char *boot_mode;   /* legacy-bios, uefi, uefi-preferred, or NULL */
+  bool ena;
+  const char *root_device; /* /dev/xvda */
+  uint64_t volume_gib;
+};
+void inspect_ami_params(const struct inspection *in, struct ami_params *p);
 const char *driver_state_name(enum driver_state s);
 const char *severity_name(enum severity s);
 

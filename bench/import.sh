@@ -1,0 +1,75 @@
+#!/bin/bash
+# bench/import.sh - amiport import into tests/fakeaws: client CPU per GiB
+# against the SHA-256 floor, and the block requests a second the client can
+# sustain on this machine.
+#
+# Usage: bench/import.sh [AMIPORT_BINARY]
+# Environment: BENCH_DIR (default /tmp/amiport-bench), BENCH_DATA_MIB (1024),
+# BENCH_REPEAT (3; the median is reported).
+#
+# The floor is `openssl dgst -sha256` over the same bytes: every byte must be
+# hashed once for PutSnapshotBlock's checksum, so no client can spend less.
+# The emulator (Python) is the slow end of the wire here, so the client's
+# capacity is computed from its own CPU time: requests / (user + sys)
+# seconds is the rate one core of this machine sustains; the figure for both
+# cores is printed beside it. Target: CPU at most 1.5 x the floor, capacity
+# at least 1000 requests a second on 2 cores.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+AMIPORT=${1:-$REPO_ROOT/build/amiport}
+BENCH_DIR=${BENCH_DIR:-/tmp/amiport-bench}
+DATA_MIB=${BENCH_DATA_MIB:-1024}
+REPEAT=${BENCH_REPEAT:-3}
+TIME=/usr/bin/time
+[ -x "$AMIPORT" ] || { echo "import.sh: $AMIPORT is not executable" >&2; exit 1; }
+[ -x $TIME ] || { echo "import.sh: GNU time is needed (apt-get install time)" >&2; exit 1; }
+mkdir -p "$BENCH_DIR"
+W=$(mktemp -d "$BENCH_DIR/import.XXXXXX")
+SRV=
+trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$W"' EXIT
+
+input=$BENCH_DIR/import-random-${DATA_MIB}M.raw
+if [ ! -s "$input" ]; then
+  echo "# making $input ($DATA_MIB MiB of random data)" >&2
+  head -c $((DATA_MIB << 20)) /dev/urandom >"$input.tmp" && mv "$input.tmp" "$input"
+fi
+blocks=$(((DATA_MIB << 20) / 524288))
+
+/usr/bin/python3 "$REPO_ROOT/tests/fakeaws/server.py" --port 0 --state "$W/state" \
+  >"$W/srv.out" 2>/dev/null &
+SRV=$!
+for _ in $(seq 100); do grep -q ready "$W/srv.out" && break; sleep 0.1; done
+port=$(awk '$1 == "ready" { print $2 }' "$W/srv.out")
+export AWS_ACCESS_KEY_ID=AKIDEXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL=http://127.0.0.1:$port
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null XDG_STATE_HOME=$W/xdg
+
+cat "$input" >/dev/null # both runs read from the page cache
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+: >"$W/sha" ; : >"$W/imp" ; : >"$W/wall"
+for i in $(seq "$REPEAT"); do
+  $TIME -f '%U %S' -o "$W/t" openssl dgst -sha256 "$input" >/dev/null
+  awk '{ print $1 + $2 }' "$W/t" >>"$W/sha"
+  rm -rf "$W/xdg" "$W/state"/snapshots
+  $TIME -f '%U %S %e %M' -o "$W/t" "$AMIPORT" import -f raw --no-register --force --arch x86_64 \
+    --max-rate 0 --output=json "$input" >"$W/out.json"
+  awk '{ print $1 + $2 }' "$W/t" >>"$W/imp"
+  awk '{ print $3 }' "$W/t" >>"$W/wall"
+  awk '{ print $4 }' "$W/t" >"$W/rss"
+done
+sha=$(median <"$W/sha")
+imp=$(median <"$W/imp")
+wall=$(median <"$W/wall")
+rss=$(cat "$W/rss")
+awk -v sha="$sha" -v imp="$imp" -v wall="$wall" -v n="$blocks" -v mib="$DATA_MIB" -v rss="$rss" 'BEGIN {
+  gib = mib / 1024
+  ratio = imp / sha
+  cap1 = n / imp
+  printf "== amiport import into tests/fakeaws (%d MiB, %d blocks, median of runs) ==\n", mib, n
+  printf "openssl dgst -sha256 CPU      %.2f s/GiB   (the floor)\n", sha / gib
+  printf "amiport import client CPU     %.2f s/GiB   ratio %.2f x the floor (target <= 1.5): %s\n", imp / gib, ratio, ratio <= 1.5 ? "PASS" : "MISS"
+  printf "client capacity               %.0f requests/s per core, %.0f on 2 cores (target >= 1000): %s\n", cap1, 2 * cap1, 2 * cap1 >= 1000 ? "PASS" : "MISS"
+  printf "throughput into the emulator  %.0f MiB/s, %.0f requests/s (the Python emulator is the bound)\n", mib / wall, n / wall
+  printf "amiport peak RSS              %.0f MiB\n", rss / 1024
+}'

@@ -1,0 +1,554 @@
+/* import.c - amiport import (image -> EBS snapshot -> AMI), amiport register
+ * (snapshot -> AMI) and amiport wait. */
+#include "cli.h"
+#include "import.h"
+#include "inspect.h"
+
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_TAGS 50 /* EC2's limit per resource */
+
+/* What register and import both take: how the AMI is described. */
+#define REGISTER_LONGOPTS                                   \
+  { "name", required_argument, NULL, 0x200 },              \
+  { "description", required_argument, NULL, 0x201 },      \
+  { "arch", required_argument, NULL, 0x202 },              \
+  { "boot-mode", required_argument, NULL, 0x203 },         \
+  { "ena", no_argument, NULL, 0x204 },                     \
+  { "no-ena", no_argument, NULL, 0x205 },                  \
+  { "imds-support", required_argument, NULL, 0x206 },      \
+  { "tpm-support", required_argument, NULL, 0x207 },       \
+  { "volume-type", required_argument, NULL, 0x208 },       \
+  { "root-device", required_argument, NULL, 0x209 },       \
+  { "tag", required_argument, NULL, 0x20a },               \
+  { "keep-volumes", no_argument, NULL, 0x20b },            \
+  { "output", required_argument, NULL, 0x20c }
+#define REGISTER_HELP                                                                     \
+  "      --name NAME           the AMI's name (required unless --no-register)\n"          \
+  "      --description TEXT    the AMI's (and snapshot's) description\n"                  \
+  "      --arch ARCH           x86_64, arm64 or i386 (default: what check found)\n"       \
+  "      --boot-mode MODE      legacy-bios, uefi or uefi-preferred (default: what check\n" \
+  "                            found: both loaders present gives uefi-preferred)\n"       \
+  "      --ena, --no-ena       EnaSupport (and SriovNetSupport=simple); default: whether\n" \
+  "                            the guest's kernel has the ENA driver\n"                   \
+  "      --imds-support V      v2.0 (the default: IMDSv2 only) or none\n"                 \
+  "      --tpm-support V       v2.0 for an NitroTPM (UEFI only)\n"                        \
+  "      --volume-type TYPE    gp3 (default), gp2, io1, io2, st1, sc1, standard\n"        \
+  "      --root-device DEV     root device name (default /dev/xvda)\n"                    \
+  "      --tag KEY=VALUE       a tag on the snapshot and the image (repeatable)\n"        \
+  "      --keep-volumes        volumes outlive their instances (DeleteOnTermination=false)\n" \
+  "      --output FMT          human (default) or json\n"
+
+struct reg_args {
+  struct ec2_register r;
+  int ena; /* -1: derive */
+  struct aws_tag tags[MAX_TAGS];
+  char *tagbuf[MAX_TAGS];
+  enum output out;
+};
+
+static bool one_of(const char *v, const char *const *set)
+{
+  for (; *set; set++)
+    if (strcmp(v, *set) == 0)
+      return true;
+  return false;
+}
+
+/* Takes option c if it is one of REGISTER_LONGOPTS: 1 taken, 0 not one, -1 bad. */
+static int reg_option(const char *cmd, int c, const char *arg, struct reg_args *ra)
+{
+  static const char *const archs[] = { "x86_64", "arm64", "i386", NULL };
+  static const char *const modes[] = { "legacy-bios", "uefi", "uefi-preferred", NULL };
+  static const char *const vtypes[] = { "gp3", "gp2", "io1", "io2", "st1", "sc1", "standard", NULL };
+  switch (c) {
+  case 0x200: ra->r.name = arg; return 1;
+  case 0x201: ra->r.description = arg; return 1;
+  case 0x202:
+    if (!one_of(arg, archs))
+      return cli_usage(cmd, "--arch must be x86_64, arm64 or i386, not '%s'", arg), -1;
+    ra->r.arch = arg;
+    return 1;
+  case 0x203:
+    if (!one_of(arg, modes))
+      return cli_usage(cmd, "--boot-mode must be legacy-bios, uefi or uefi-preferred, not '%s'", arg), -1;
+    ra->r.boot_mode = arg;
+    return 1;
+  case 0x204: ra->ena = 1; return 1;
+  case 0x205: ra->ena = 0; return 1;
+  case 0x206:
+    if (strcmp(arg, "v2.0") && strcmp(arg, "none"))
+      return cli_usage(cmd, "--imds-support must be v2.0 or none, not '%s'", arg), -1;
+    ra->r.imds_support = strcmp(arg, "none") ? arg : NULL;
+    return 1;
+  case 0x207:
+    if (strcmp(arg, "v2.0"))
+      return cli_usage(cmd, "--tpm-support must be v2.0, not '%s'", arg), -1;
+    ra->r.tpm_support = arg;
+    return 1;
+  case 0x208:
+    if (!one_of(arg, vtypes))
+      return cli_usage(cmd, "--volume-type must be one of gp3 gp2 io1 io2 st1 sc1 standard, not '%s'", arg), -1;
+    ra->r.volume_type = arg;
+    return 1;
+  case 0x209:
+    if (strncmp(arg, "/dev/", 5) != 0)
+      return cli_usage(cmd, "--root-device must be a device name such as /dev/xvda, not '%s'", arg), -1;
+    ra->r.root_device = arg;
+    return 1;
+  case 0x20a: {
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg)
+      return cli_usage(cmd, "--tag must be KEY=VALUE, not '%s'", arg), -1;
+    if (ra->r.ntags == MAX_TAGS)
+      return cli_usage(cmd, "at most %d tags", MAX_TAGS), -1;
+    char *k = strndup(arg, (size_t)(eq - arg));
+    ra->tagbuf[ra->r.ntags] = k;
+    ra->tags[ra->r.ntags++] = (struct aws_tag){ k, eq + 1 };
+    ra->r.tags = ra->tags;
+    return 1;
+  }
+  case 0x20b: ra->r.keep_volumes = true; return 1;
+  case 0x20c: return cli_parse_output(cmd, arg, &ra->out) ? -1 : 1;
+  default: return 0;
+  }
+}
+
+static void reg_free(struct reg_args *ra)
+{
+  for (size_t i = 0; i < ra->r.ntags; i++)
+    free(ra->tagbuf[i]);
+}
+
+static void print_json(json_object *j)
+{
+  puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+  json_object_put(j);
+}
+
+static const char import_help[] =
+  "Usage: amiport import " IMAGE_USAGE " --name NAME [OPTIONS] IMAGE\n\n"
+  "Uploads IMAGE as an EBS snapshot through the EBS direct APIs (every 512 KiB block\n"
+  "checksummed, --jobs requests in flight) and registers it as an AMI whose\n"
+  "architecture, boot mode and ENA flag are what 'amiport check' reads in the guest.\n"
+  "An image check finds not importable is refused unless --force.\n\n"
+  "The snapshot id is printed as soon as it exists. An interrupted import (Ctrl-C,\n"
+  "a crash, the network) resumes where it stopped when the same command runs again\n"
+  "(its state is kept in $XDG_STATE_HOME/amiport); rerunning a finished import\n"
+  "prints its result again.\n\n"
+  IMAGE_HELP
+  AWS_HELP
+  REGISTER_HELP
+  "      --encrypted           encrypt the snapshot (with --kms-key-id, that key)\n"
+  "      --kms-key-id ARN      KMS key ARN for an encrypted snapshot\n"
+  "      --sparse MODE         none (default: every block is uploaded), holes (blocks\n"
+  "                            the image never wrote are left out) or zeros (every\n"
+  "                            all-zero block is left out: such blocks read back as\n"
+  "                            garbage on an encrypted volume)\n"
+  "  -j, --jobs N              requests in flight (default 64)\n"
+  "      --max-rate N          at most N block requests a second (default 1000, the\n"
+  "                            service's per-snapshot rate; 0 = no limit)\n"
+  "      --timeout MIN         a pending snapshot with no write for MIN minutes is\n"
+  "                            cancelled by the service (10 to 4320, default 60)\n"
+  "      --no-register         stop at the completed snapshot\n"
+  "      --resume              only resume an interrupted import (fail if there is none)\n"
+  "      --dry-run             show what would be uploaded and registered, and stop\n"
+  "      --force               import even if check says the disk will not boot\n"
+  "  -p, --progress            show progress (default when stderr is a terminal)\n"
+  "  -h, --help                show this help\n";
+
+static void on_import_event(void *arg, enum import_event ev, const char *snap)
+{
+  (void)arg;
+  switch (ev) {
+  case IMPORT_STARTED:
+    fprintf(stderr, "amiport: import: snapshot %s started\n", snap);
+    break;
+  case IMPORT_RESUMED:
+    fprintf(stderr, "amiport: import: resuming snapshot %s\n", snap);
+    break;
+  case IMPORT_EXPIRED:
+    fprintf(stderr, "amiport: import: snapshot %s of the interrupted import expired (no write "
+                    "within its timeout); starting a new one\n", snap);
+    break;
+  case IMPORT_LOST:
+    fprintf(stderr, "amiport: import: snapshot %s of the interrupted import no longer exists; "
+                    "starting a new one\n", snap);
+    break;
+  }
+}
+
+/* Fills what the options left open from the guest; -1 if it cannot. */
+static int derive(struct img *im, struct reg_args *ra, bool force, struct error *e)
+{
+  struct inspection *in = calloc(1, sizeof *in);
+  if (!in)
+    return error_set(e, ERR_NOMEM, "out of memory");
+  int rc = -1;
+  if (inspect_image(im, in, e) < 0)
+    goto out;
+  if (!inspect_importable(in) && !force) {
+    char list[400] = "";
+    for (size_t i = 0; i < in->nfindings; i++)
+      if (in->findings[i].severity == SEV_ERROR && strlen(list) + strlen(in->findings[i].code) + 3 < sizeof list)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "",
+                 in->findings[i].code);
+    error_set(e, ERR_REFUSED, "%s will not boot on EC2 (%s); run 'amiport check %s' for the "
+                              "details, or pass --force", im->path, list, im->path);
+    goto out;
+  }
+  struct ami_params ap;
+  inspect_ami_params(in, &ap);
+  if (!ra->r.arch)
+    ra->r.arch = ap.arch;
+  if (!ra->r.boot_mode)
+    ra->r.boot_mode = ap.boot_mode;
+  if (ra->ena < 0)
+    ra->ena = ap.ena;
+  if (!ra->r.arch) {
+    error_set(e, ERR_USAGE, "%s: cannot tell the guest's architecture; pass --arch", im->path);
+    goto out;
+  }
+  rc = 0;
+out:
+  inspect_free(in);
+  free(in);
+  return rc;
+}
+
+int cmd_import(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    IMAGE_LONGOPTS,
+    AWS_LONGOPTS,
+    REGISTER_LONGOPTS,
+    { "encrypted", no_argument, NULL, 0x300 },
+    { "kms-key-id", required_argument, NULL, 0x301 },
+    { "sparse", required_argument, NULL, 0x302 },
+    { "jobs", required_argument, NULL, 'j' },
+    { "max-rate", required_argument, NULL, 0x303 },
+    { "timeout", required_argument, NULL, 0x304 },
+    { "no-register", no_argument, NULL, 0x305 },
+    { "resume", no_argument, NULL, 0x306 },
+    { "dry-run", no_argument, NULL, 0x307 },
+    { "force", no_argument, NULL, 0x308 },
+    { "progress", no_argument, NULL, 'p' },
+    { "help", no_argument, NULL, 'h' },
+    { 0 },
+  };
+  struct image_args ia = { 0 };
+  struct aws_opts ao = { 0 };
+  struct reg_args ra = { .ena = -1, .r.imds_support = "v2.0", .r.root_device = "/dev/xvda" };
+  struct import_opts io = { .progress = isatty(2), .cancel = &cli_interrupted,
+                            .max_rate = 1000, .on_event = on_import_event };
+  bool dry = false, force = false;
+  int c, rc = EXIT_USAGE;
+  long n;
+  char *end;
+  while ((c = getopt_long(argc, argv, "f:j:ph", longopts, NULL)) != -1) {
+    int t = reg_option("import", c, optarg, &ra);
+    if (t < 0)
+      goto out;
+    if (t > 0 || cli_aws_option(c, optarg, &ao))
+      continue;
+    switch (c) {
+    case 0x300: io.encrypted = true; break;
+    case 0x301: io.kms_key_arn = optarg; io.encrypted = true; break;
+    case 0x302:
+      if (strcmp(optarg, "none") == 0)
+        io.sparse = EBS_SPARSE_NONE;
+      else if (strcmp(optarg, "holes") == 0)
+        io.sparse = EBS_SPARSE_HOLES;
+      else if (strcmp(optarg, "zeros") == 0)
+        io.sparse = EBS_SPARSE_ZEROS;
+      else {
+        cli_usage("import", "--sparse must be none, holes or zeros, not '%s'", optarg);
+        goto out;
+      }
+      break;
+    case 'j':
+      n = strtol(optarg, &end, 10);
+      if (*end || n < 1 || n > 1024) {
+        cli_usage("import", "--jobs must be 1 to 1024, not '%s'", optarg);
+        goto out;
+      }
+      io.jobs = (unsigned)n;
+      break;
+    case 0x303:
+      n = strtol(optarg, &end, 10);
+      if (*end || n < 0) {
+        cli_usage("import", "--max-rate must be a number of requests a second, not '%s'", optarg);
+        goto out;
+      }
+      io.max_rate = (double)n;
+      break;
+    case 0x304:
+      n = strtol(optarg, &end, 10);
+      if (*end || n < 10 || n > 4320) {
+        cli_usage("import", "--timeout must be 10 to 4320 minutes, not '%s'", optarg);
+        goto out;
+      }
+      io.timeout_min = (unsigned)n;
+      break;
+    case 0x305: io.no_register = true; break;
+    case 0x306: io.resume_only = true; break;
+    case 0x307: dry = true; break;
+    case 0x308: force = true; break;
+    case 'p': io.progress = true; break;
+    case 'h': fputs(import_help, stdout); rc = EXIT_OK; goto out;
+    default:
+      if (cli_image_option("import", c, optarg, &ia) < 0)
+        goto out;
+      break;
+    }
+  }
+  if (optind + 1 != argc) {
+    cli_usage("import", "expects one IMAGE");
+    goto out;
+  }
+  if (!ra.r.name && !io.no_register) {
+    cli_usage("import", "--name is required (or --no-register)");
+    goto out;
+  }
+  if (ra.r.tpm_support && ra.r.boot_mode && strcmp(ra.r.boot_mode, "legacy-bios") == 0) {
+    cli_usage("import", "--tpm-support needs a UEFI boot mode");
+    goto out;
+  }
+  struct error e = { 0 };
+  cli_catch_signals();
+  struct img *im = img_open(argv[optind], ia.format, &ia.open, &e);
+  if (!im) {
+    rc = cli_fail(&e);
+    goto out;
+  }
+  rc = EXIT_FAIL;
+  if (derive(im, &ra, force, &e) < 0) {
+    rc = cli_fail(&e);
+    goto close;
+  }
+  ra.r.ena = ra.ena > 0;
+  io.description = ra.r.description;
+  io.tags = ra.r.tags;
+  io.ntags = ra.r.ntags;
+  io.reg = ra.r;
+  uint64_t gib = (im->size + (1ull << 30) - 1) >> 30;
+  if (dry) {
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "image", json_object_new_string(im->path));
+    json_object_object_add(j, "format", json_object_new_string(im->fmt->name));
+    json_object_object_add(j, "volume_size_gib", json_object_new_int64((int64_t)(gib ? gib : 1)));
+    json_object_object_add(j, "blocks", json_object_new_int64((int64_t)((im->size + EBS_BLOCK - 1) / EBS_BLOCK)));
+    json_object_object_add(j, "sparse", json_object_new_string(
+        io.sparse == EBS_SPARSE_NONE ? "none" : io.sparse == EBS_SPARSE_HOLES ? "holes" : "zeros"));
+    json_object_object_add(j, "name", ra.r.name ? json_object_new_string(ra.r.name) : NULL);
+    json_object_object_add(j, "architecture", json_object_new_string(ra.r.arch));
+    json_object_object_add(j, "boot_mode", ra.r.boot_mode ? json_object_new_string(ra.r.boot_mode) : NULL);
+    json_object_object_add(j, "ena_support", json_object_new_boolean(ra.r.ena));
+    json_object_object_add(j, "root_device_name", json_object_new_string(ra.r.root_device));
+    json_object_object_add(j, "register", json_object_new_boolean(!io.no_register));
+    if (ra.out == OUTPUT_JSON)
+      print_json(j);
+    else {
+      printf("Would upload %s (%s, %llu GiB volume) and register '%s': %s, %s, ENA %s.\n",
+             im->path, im->fmt->name, (unsigned long long)(gib ? gib : 1),
+             ra.r.name ? ra.r.name : "(no AMI)", ra.r.arch,
+             ra.r.boot_mode ? ra.r.boot_mode : "default boot mode", ra.r.ena ? "on" : "off");
+      json_object_put(j);
+    }
+    rc = EXIT_OK;
+    goto close;
+  }
+  if (io.sparse == EBS_SPARSE_ZEROS)
+    fprintf(stderr, "amiport: import: --sparse=zeros leaves all-zero blocks out; they read "
+                    "back as zeros only on unencrypted volumes (an encrypted launch of this "
+                    "snapshot reads garbage there)\n");
+  struct aws_ctx ctx;
+  if (aws_ctx_init(&ctx, &ao, &e) < 0) {
+    rc = cli_fail(&e);
+    goto close;
+  }
+  struct import_result r;
+  if (import_image(im, &ctx, &io, &r, &e) < 0) {
+    rc = cli_fail(&e);
+    if (r.completed)
+      fprintf(stderr, "amiport: import: snapshot %s is complete; run the same command again "
+                      "(or 'amiport register %s --name ...') to register it\n", r.snapshot_id,
+              r.snapshot_id);
+    else if (r.snapshot_id[0])
+      fprintf(stderr, "amiport: import: snapshot %s is pending (%llu blocks uploaded so far). "
+                      "Run the same command again to resume it before it times out, or "
+                      "delete it: aws ec2 delete-snapshot --snapshot-id %s\n",
+              r.snapshot_id, (unsigned long long)(r.blocks_before + r.blocks_uploaded),
+              r.snapshot_id);
+    if (e.code == ERR_INTERRUPTED)
+      rc = 130;
+    aws_ctx_free(&ctx);
+    goto close;
+  }
+  aws_ctx_free(&ctx);
+  if (ra.out == OUTPUT_JSON) {
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "snapshot_id", json_object_new_string(r.snapshot_id));
+    json_object_object_add(j, "image_id", r.image_id[0] ? json_object_new_string(r.image_id) : NULL);
+    json_object_object_add(j, "blocks_uploaded", json_object_new_int64((int64_t)r.blocks_uploaded));
+    json_object_object_add(j, "blocks_skipped", json_object_new_int64((int64_t)r.blocks_skipped));
+    json_object_object_add(j, "blocks_before", json_object_new_int64((int64_t)r.blocks_before));
+    json_object_object_add(j, "bytes_uploaded", json_object_new_int64((int64_t)r.bytes_uploaded));
+    json_object_object_add(j, "retries", json_object_new_int64((int64_t)r.retries));
+    json_object_object_add(j, "seconds", json_object_new_double(r.upload_seconds));
+    json_object_object_add(j, "resumed", json_object_new_boolean(r.resumed));
+    json_object_object_add(j, "already_done", json_object_new_boolean(r.already_done));
+    json_object_object_add(j, "architecture", json_object_new_string(ra.r.arch));
+    json_object_object_add(j, "boot_mode", ra.r.boot_mode ? json_object_new_string(ra.r.boot_mode) : NULL);
+    json_object_object_add(j, "ena_support", json_object_new_boolean(ra.r.ena));
+    print_json(j);
+  } else {
+    char b[32];
+    if (r.already_done)
+      printf("Already imported (state %s).\n", r.state_path);
+    else
+      printf("Uploaded %llu blocks (%s) in %.1f s%s.\n", (unsigned long long)r.blocks_uploaded,
+             cli_human_size(r.bytes_uploaded, b), r.upload_seconds,
+             r.resumed ? ", resuming an interrupted import" : "");
+    printf("Snapshot: %s\n", r.snapshot_id);
+    if (r.image_id[0])
+      printf("AMI:      %s (%s, %s, ENA %s)\n", r.image_id, ra.r.arch,
+             ra.r.boot_mode ? ra.r.boot_mode : "default boot mode", ra.r.ena ? "on" : "off");
+  }
+  rc = EXIT_OK;
+close:
+  img_close(im);
+out:
+  reg_free(&ra);
+  return rc;
+}
+
+static const char register_help[] =
+  "Usage: amiport register --name NAME [OPTIONS] SNAPSHOT_ID\n\n"
+  "Registers an AMI whose root volume is the completed EBS snapshot SNAPSHOT_ID.\n"
+  "Without --arch the architecture is x86_64; without --boot-mode the service's\n"
+  "default applies ('amiport import' derives both from the guest).\n\n"
+  AWS_HELP
+  REGISTER_HELP
+  "  -h, --help                show this help\n";
+
+int cmd_register(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    AWS_LONGOPTS,
+    REGISTER_LONGOPTS,
+    { "help", no_argument, NULL, 'h' },
+    { 0 },
+  };
+  struct aws_opts ao = { 0 };
+  struct reg_args ra = { .ena = 0, .r.imds_support = "v2.0", .r.root_device = "/dev/xvda",
+                         .r.arch = "x86_64" };
+  int c, rc = EXIT_USAGE;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    int t = reg_option("register", c, optarg, &ra);
+    if (t < 0)
+      goto out;
+    if (t > 0 || cli_aws_option(c, optarg, &ao))
+      continue;
+    if (c == 'h') {
+      fputs(register_help, stdout);
+      rc = EXIT_OK;
+    } else {
+      cli_usage("register", "unknown option");
+    }
+    goto out;
+  }
+  if (optind + 1 != argc || strncmp(argv[optind], "snap-", 5) != 0) {
+    cli_usage("register", "expects one SNAPSHOT_ID (snap-...)");
+    goto out;
+  }
+  if (!ra.r.name) {
+    cli_usage("register", "--name is required");
+    goto out;
+  }
+  ra.r.ena = ra.ena > 0;
+  struct error e = { 0 };
+  struct aws_ctx ctx;
+  if (aws_ctx_init(&ctx, &ao, &e) < 0) {
+    rc = cli_fail(&e);
+    goto out;
+  }
+  struct ec2_disk disk = { .device = ra.r.root_device, .snapshot_id = argv[optind] };
+  ra.r.disks = &disk;
+  ra.r.ndisks = 1;
+  char ami[EBS_ID_MAX];
+  if (ec2_register_image(&ctx, &ra.r, ami, &e) < 0) {
+    rc = cli_fail(&e);
+  } else {
+    if (ra.out == OUTPUT_JSON) {
+      json_object *j = json_object_new_object();
+      json_object_object_add(j, "image_id", json_object_new_string(ami));
+      print_json(j);
+    } else {
+      printf("%s\n", ami);
+    }
+    rc = EXIT_OK;
+  }
+  aws_ctx_free(&ctx);
+out:
+  reg_free(&ra);
+  return rc;
+}
+
+static const char wait_help[] =
+  "Usage: amiport wait [OPTIONS] SNAPSHOT_ID|IMAGE_ID\n\n"
+  "Waits until a snapshot is completed or an AMI is available; fails at once when it\n"
+  "is in state error (failed) or does not exist.\n\n"
+  AWS_HELP
+  "      --timeout SECONDS     give up after this long (default: no limit)\n"
+  "  -p, --progress            show the state while waiting\n"
+  "  -h, --help                show this help\n";
+
+int cmd_wait(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    AWS_LONGOPTS,
+    { "timeout", required_argument, NULL, 0x400 },
+    { "progress", no_argument, NULL, 'p' },
+    { "help", no_argument, NULL, 'h' },
+    { 0 },
+  };
+  struct aws_opts ao = { 0 };
+  unsigned timeout = 0;
+  bool progress = isatty(2);
+  int c;
+  while ((c = getopt_long(argc, argv, "ph", longopts, NULL)) != -1) {
+    if (cli_aws_option(c, optarg, &ao))
+      continue;
+    char *end;
+    long n;
+    switch (c) {
+    case 0x400:
+      n = strtol(optarg, &end, 10);
+      if (*end || n < 1)
+        return cli_usage("wait", "--timeout must be a number of seconds, not '%s'", optarg);
+      timeout = (unsigned)n;
+      break;
+    case 'p': progress = true; break;
+    case 'h': fputs(wait_help, stdout); return EXIT_OK;
+    default: return cli_usage("wait", "unknown option");
+    }
+  }
+  if (optind + 1 != argc ||
+      (strncmp(argv[optind], "snap-", 5) != 0 && strncmp(argv[optind], "ami-", 4) != 0))
+    return cli_usage("wait", "expects one SNAPSHOT_ID (snap-...) or IMAGE_ID (ami-...)");
+  struct error e = { 0 };
+  struct aws_ctx ctx;
+  if (aws_ctx_init(&ctx, &ao, &e) < 0)
+    return cli_fail(&e);
+  cli_catch_signals();
+  int rc = ec2_wait(&ctx, argv[optind], timeout, progress, &cli_interrupted, &e) < 0
+               ? cli_fail(&e) : EXIT_OK;
+  aws_ctx_free(&ctx);
+  return rc;
+}

@@ -1,0 +1,50 @@
+/* import.h - an image becomes an EBS snapshot and an AMI (import.c). */
+#ifndef AMIPORT_IMPORT_H
+#define AMIPORT_IMPORT_H
+
+#include <limits.h>
+#include <signal.h>
+
+#include "ec2.h"
+
+enum import_event {
+  IMPORT_STARTED, /* a new snapshot: its id, the moment StartSnapshot answers */
+  IMPORT_RESUMED, /* the pending snapshot of an interrupted run */
+  IMPORT_EXPIRED, /* the interrupted run's snapshot timed out; a new one follows */
+  IMPORT_LOST,    /* the interrupted run's snapshot is gone; a new one follows */
+};
+
+struct import_opts {
+  const char *description;
+  const struct aws_tag *tags; /* on the snapshot (and, through reg, the image) */
+  size_t ntags;
+  bool encrypted;
+  const char *kms_key_arn;
+  unsigned timeout_min;       /* StartSnapshot Timeout; 0: the service's 60 */
+  enum ebs_sparse sparse;
+  unsigned jobs, threads;
+  double max_rate;
+  bool progress;
+  bool no_register;
+  bool resume_only;           /* fail unless an interrupted import exists */
+  unsigned wait_timeout_s;    /* 0: wait as long as it takes */
+  struct ec2_register reg;    /* everything but the disks */
+  const volatile sig_atomic_t *cancel;
+  void (*on_event)(void *arg, enum import_event ev, const char *snapshot_id);
+  void *event_arg;
+};
+
+struct import_result {
+  char snapshot_id[EBS_ID_MAX], image_id[EBS_ID_MAX];
+  char state_path[PATH_MAX];
+  bool resumed, already_done;
+  bool completed;             /* the snapshot is complete (registration may not be) */
+  uint64_t blocks_before, blocks_uploaded, blocks_skipped, bytes_uploaded;
+  unsigned retries;
+  double upload_seconds;
+};
+
+int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts *o,
+                 struct import_result *r, struct error *e);
+
+#endif
