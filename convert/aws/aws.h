@@ -147,6 +147,12 @@ unsigned aws_backoff_ms(unsigned attempt);
  * answer, to be freed with free(out->body). */
 int aws_call(struct aws_ctx *ctx, const struct aws_req *rq, const char *op,
              struct aws_resp *out, struct error *e);
+/* The service's error code and message in an answer: EBS's x-amzn-ErrorType
+ * and JSON body, EC2's and S3's XML. Either may come back empty. */
+void aws_error_text(const struct aws_resp *r, char *code, size_t codelen, char *msg,
+                    size_t msglen);
+/* An XML answer parsed (an xmlDocPtr; free with xmlFreeDoc), or NULL. */
+void *aws_xml_parse(const char *body, size_t len);
 /* The text of the first element called name under node (an xmlNodePtr),
  * depth first, malloc'd; NULL if there is none. */
 char *aws_xml_text(void *node, const char *name);

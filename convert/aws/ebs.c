@@ -46,6 +46,20 @@ bool ebs_digest_set(const uint8_t d[32])
 
 /* ---- control-plane calls --------------------------------------------------- */
 
+int ebs_parse_snapshot_id(const char *body, char id[EBS_ID_MAX], struct error *e)
+{
+  json_object *j = json_tokener_parse(body), *v;
+  int rc = 0;
+  if (j && json_object_object_get_ex(j, "SnapshotId", &v) &&
+      json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > 5 &&
+      json_object_get_string_len(v) < EBS_ID_MAX)
+    snprintf(id, EBS_ID_MAX, "%s", json_object_get_string(v));
+  else
+    rc = error_set(e, ERR_REMOTE, "EBS StartSnapshot: the answer has no SnapshotId");
+  json_object_put(j);
+  return rc;
+}
+
 int ebs_start_snapshot(struct aws_ctx *ctx, const struct ebs_start *s, char id[EBS_ID_MAX],
                        struct error *e)
 {
@@ -78,15 +92,8 @@ int ebs_start_snapshot(struct aws_ctx *ctx, const struct ebs_start *s, char id[E
   struct aws_resp r = { 0 };
   int rc = aws_call(ctx, &rq, "EBS StartSnapshot", &r, e);
   json_object_put(req);
-  if (rc == 0) {
-    json_object *j = json_tokener_parse(r.body ? r.body : ""), *v;
-    if (j && json_object_object_get_ex(j, "SnapshotId", &v) &&
-        json_object_get_string_len(v) > 5 && json_object_get_string_len(v) < EBS_ID_MAX)
-      snprintf(id, EBS_ID_MAX, "%s", json_object_get_string(v));
-    else
-      rc = error_set(e, ERR_REMOTE, "EBS StartSnapshot: the answer has no SnapshotId");
-    json_object_put(j);
-  }
+  if (rc == 0)
+    rc = ebs_parse_snapshot_id(r.body ? r.body : "", id, e);
   free(r.body);
   return rc;
 }
@@ -109,7 +116,7 @@ int ebs_complete_snapshot(struct aws_ctx *ctx, const char *id, uint64_t changed,
   int rc = aws_call(ctx, &rq, "EBS CompleteSnapshot", &r, e);
   if (rc == 0) {
     json_object *j = json_tokener_parse(r.body ? r.body : ""), *v;
-    if (j && json_object_object_get_ex(j, "Status", &v) &&
+    if (j && json_object_object_get_ex(j, "Status", &v) && json_object_is_type(v, json_type_string) &&
         strcmp(json_object_get_string(v), "error") == 0)
       rc = error_set(e, ERR_REMOTE, "EBS CompleteSnapshot: snapshot %s is in state error", id);
     json_object_put(j);

@@ -30,6 +30,8 @@ struct ebs_start {
   size_t ntags;
 };
 
+/* The SnapshotId of a StartSnapshot answer. */
+int ebs_parse_snapshot_id(const char *body, char id[EBS_ID_MAX], struct error *e);
 int ebs_start_snapshot(struct aws_ctx *ctx, const struct ebs_start *s, char id[EBS_ID_MAX],
                        struct error *e);
 /* linear: the LINEAR aggregate checksum (32 bytes) or NULL to send none. */

@@ -69,8 +69,7 @@ void *ec2_call(struct aws_ctx *ctx, const char *action, struct ec2_params *p, st
   struct aws_resp r = { 0 };
   xmlDocPtr doc = NULL;
   if (aws_call(ctx, &rq, op, &r, e) == 0) {
-    doc = xmlReadMemory(r.body ? r.body : "", (int)r.len, NULL, NULL,
-                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    doc = aws_xml_parse(r.body ? r.body : "", r.len);
     if (!doc)
       error_set(e, ERR_REMOTE, "%s: the answer is not XML", op);
   } else {

@@ -211,9 +211,7 @@ void aws_xfer_free(struct aws_xfer *x)
   memset(x, 0, sizeof *x);
 }
 
-/* The service's error code and message from an answer: EBS's
- * x-amzn-ErrorType and JSON, EC2's and S3's XML. */
-static void http_error_text(const struct aws_resp *r, char *code, size_t codelen, char *msg,
+void aws_error_text(const struct aws_resp *r, char *code, size_t codelen, char *msg,
                             size_t msglen)
 {
   code[0] = msg[0] = 0;
@@ -228,13 +226,14 @@ static void http_error_text(const struct aws_resp *r, char *code, size_t codelen
            json_object_object_get_ex(j, "Message", &v)) && json_object_is_type(v, json_type_string))
         snprintf(msg, msglen, "%s", json_object_get_string(v));
       if (!code[0] && (json_object_object_get_ex(j, "__type", &v) ||
-                       json_object_object_get_ex(j, "code", &v)))
+                       json_object_object_get_ex(j, "code", &v)) &&
+          json_object_is_type(v, json_type_string))
         snprintf(code, codelen, "%s", json_object_get_string(v));
       json_object_put(j);
     }
     return;
   }
-  xmlDocPtr doc = xmlReadMemory(r->body, (int)r->len, NULL, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  xmlDocPtr doc = aws_xml_parse(r->body, r->len);
   if (!doc)
     return;
   char *c = aws_xml_text(xmlDocGetRootElement(doc), "Code");
@@ -293,7 +292,7 @@ int aws_xfer_result(struct aws_xfer *x, CURLcode cc, const char *op, struct erro
   if (st >= 200 && st < 300)
     return 0;
   char code[128], msg[400];
-  http_error_text(&x->resp, code, sizeof code, msg, sizeof msg);
+  aws_error_text(&x->resp, code, sizeof code, msg, sizeof msg);
   error_set(e, ERR_REMOTE, "%s: %s%s%s (HTTP %ld)", op, code[0] ? code : "error",
             msg[0] ? ": " : "", msg, st);
   snprintf(x->resp.error_code, sizeof x->resp.error_code, "%s", code);
@@ -356,6 +355,16 @@ int aws_call(struct aws_ctx *ctx, const struct aws_req *rq, const char *op,
 }
 
 /* ---- XML (EC2 and S3 answers) ---------------------------------------------- */
+
+void *aws_xml_parse(const char *body, size_t len)
+{
+  /* no network, no external entities (libxml2 loads none without
+   * XML_PARSE_NOENT / DTDLOAD) and its default limits on entity expansion */
+  if (len > RESP_MAX)
+    return NULL;
+  return xmlReadMemory(body, (int)len, NULL, NULL,
+                       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+}
 
 char *aws_xml_text(void *node, const char *name)
 {

@@ -1,0 +1,44 @@
+/* fuzz_aws_answers.c - libFuzzer harness: the answers AWS sends, as amiport
+ * reads them. The first byte picks the shape: EBS (an x-amzn-ErrorType line,
+ * then a JSON body: errors and StartSnapshot) or EC2 (XML: errors,
+ * DescribeSnapshots, DescribeImages, RegisterImage). */
+#include "ec2.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  if (size < 1)
+    return 0;
+  char *body = malloc(size);
+  memcpy(body, data + 1, size - 1);
+  body[size - 1] = 0;
+  struct aws_resp r = { .body = body, .len = size - 1 };
+  char code[128], msg[400], id[EBS_ID_MAX];
+  struct error e = { 0 };
+  if (data[0] & 1) {
+    /* EBS: a first line is the x-amzn-ErrorType header */
+    char *nl = memchr(body, '\n', size - 1);
+    if (nl) {
+      size_t n = (size_t)(nl - body) < sizeof r.error_type - 1 ? (size_t)(nl - body) : sizeof r.error_type - 1;
+      memcpy(r.error_type, body, n);
+      r.body = nl + 1;
+      r.len = size - 1 - (size_t)(nl + 1 - body);
+    }
+    aws_error_text(&r, code, sizeof code, msg, sizeof msg);
+    ebs_parse_snapshot_id(r.body, id, &e);
+  } else {
+    aws_error_text(&r, code, sizeof code, msg, sizeof msg);
+    void *doc = aws_xml_parse(body, size - 1);
+    static const char *const names[] = { "status", "progress", "imageId", "imageState",
+                                         "snapshotId", "Code", "Message" };
+    for (size_t i = 0; doc && i < sizeof names / sizeof *names; i++)
+      free(ec2_text(doc, names[i]));
+    ec2_free(doc);
+  }
+  free(body);
+  return 0;
+}
