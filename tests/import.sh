@@ -14,7 +14,7 @@ require_cmd qemu-img curl
 [ -x /usr/bin/aws ] || skip "Debian's awscli (/usr/bin/aws) is not installed"
 /usr/bin/python3 -c 'import botocore' 2>/dev/null || skip "python3-botocore is not installed"
 ensure_fixtures 1
-start_fakeaws
+start_fakeaws --expired-token EXPIREDTOKEN
 
 # readback SNAP OUT SIZE - rebuilds the snapshot as a raw file of SIZE bytes
 # with botocore's EBS client (every block, checksums verified); prints the
@@ -125,6 +125,9 @@ AWS_SECRET_ACCESS_KEY=not-the-secret expect_rc 1 import --no-register --force --
 stderr_has "InvalidSignatureException|SignatureDoesNotMatch"
 AWS_ACCESS_KEY_ID=AKIDNOTKNOWN expect_rc 1 import --no-register --force --arch x86_64 "$T/sparse.qcow2"
 stderr_has "UnrecognizedClient|AuthFailure"
+AWS_SESSION_TOKEN=EXPIREDTOKEN expect_rc 1 import --no-register --force --arch x86_64 "$T/sparse.qcow2"
+stderr_has "ExpiredToken" "expired"
+! grep -q EXPIREDTOKEN "$T/stderr" || fail "the session token appears in an error"
 rm -rf "$XDG_STATE_HOME"/amiport
 fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "corrupt"}]' >/dev/null
 expect_rc 1 import --no-register --force --arch x86_64 "$T/sparse.qcow2"

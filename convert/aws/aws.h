@@ -147,6 +147,9 @@ unsigned aws_backoff_ms(unsigned attempt);
  * answer, to be freed with free(out->body). */
 int aws_call(struct aws_ctx *ctx, const struct aws_req *rq, const char *op,
              struct aws_resp *out, struct error *e);
+/* Percent-encodes in (everything but RFC 3986's unreserved characters), as
+ * SigV4 canonicalizes query values; (size_t)-1 if out is too small. */
+size_t aws_uri_encode(const char *in, char *out, size_t outlen);
 /* The service's error code and message in an answer: EBS's x-amzn-ErrorType
  * and JSON body, EC2's and S3's XML. Either may come back empty. */
 void aws_error_text(const struct aws_resp *r, char *code, size_t codelen, char *msg,

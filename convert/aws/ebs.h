@@ -60,6 +60,14 @@ struct ebs_upload {
 /* Sends every block of src the sparse mode asks for into a pending snapshot. */
 int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e);
 
+/* A completed snapshot as a read-only image (ebs_read.c): its map from
+ * ListSnapshotBlocks, its data from GetSnapshotBlock, each block verified.
+ * The image owns its own AWS context, made from ao. */
+struct img *ebs_open(const struct aws_opts *ao, const char *snapshot_id,
+                     uint64_t max_table_bytes, struct error *e);
+/* GetSnapshotBlock answers an image from ebs_open has used so far. */
+uint64_t ebs_blocks_fetched(struct img *im);
+
 /* SHA-256 over the digests set, in block order; *changed counts them. */
 void ebs_linear_checksum(const uint8_t (*digests)[32], uint64_t nblocks, uint8_t out[32],
                          uint64_t *changed);

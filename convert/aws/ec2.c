@@ -16,26 +16,16 @@
 /* Appends &key=value, form-encoded (RFC 3986 unreserved kept). */
 int ec2_param(struct ec2_params *p, const char *key, const char *value)
 {
-  static const char hex[] = "0123456789ABCDEF";
   const char *parts[2] = { key, value };
   for (int k = 0; k < 2; k++) {
     if (p->len + 2 >= sizeof p->buf)
       return p->overflow = true, -1;
     p->buf[p->len++] = k ? '=' : '&';
-    for (const unsigned char *c = (const unsigned char *)parts[k]; *c; c++) {
-      if (p->len + 4 >= sizeof p->buf)
-        return p->overflow = true, -1;
-      if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
-          *c == '-' || *c == '_' || *c == '.' || *c == '~') {
-        p->buf[p->len++] = (char)*c;
-      } else {
-        p->buf[p->len++] = '%';
-        p->buf[p->len++] = hex[*c >> 4];
-        p->buf[p->len++] = hex[*c & 15];
-      }
-    }
+    size_t n = aws_uri_encode(parts[k], p->buf + p->len, sizeof p->buf - p->len);
+    if (n == (size_t)-1)
+      return p->overflow = true, -1;
+    p->len += n;
   }
-  p->buf[p->len] = 0;
   return 0;
 }
 
@@ -223,6 +213,81 @@ int ec2_register_image(struct aws_ctx *ctx, const struct ec2_register *r, char a
   else
     rc = error_set(e, ERR_REMOTE, "EC2 RegisterImage: the answer has no imageId");
   free(id);
+  ec2_free(doc);
+  return rc;
+}
+
+/* The element called name directly or deeper under node, depth first. */
+static xmlNodePtr ec2_find(xmlNodePtr node, const char *name)
+{
+  for (xmlNodePtr n = node; n; n = n->next) {
+    if (n->type != XML_ELEMENT_NODE)
+      continue;
+    if (strcmp((const char *)n->name, name) == 0)
+      return n;
+    xmlNodePtr c = ec2_find(n->children, name);
+    if (c)
+      return c;
+  }
+  return NULL;
+}
+
+int ec2_image_volumes(struct aws_ctx *ctx, const char *ami, struct ec2_image *im, struct error *e)
+{
+  memset(im, 0, sizeof *im);
+  struct ec2_params p = { 0 };
+  ec2_param(&p, "ImageId.1", ami);
+  xmlDocPtr doc = ec2_call(ctx, "DescribeImages", &p, e);
+  if (!doc) {
+    if (strncmp(p.error_code, "InvalidAMIID", 12) == 0)
+      error_set(e, ERR_REMOTE, "%s does not exist (or is not shared with this account)", ami);
+    return -1;
+  }
+  int rc = -1;
+  xmlNodePtr item = ec2_find(xmlDocGetRootElement(doc), "imagesSet");
+  item = item ? ec2_find(item->children, "item") : NULL;
+  if (!item) {
+    error_set(e, ERR_REMOTE, "%s does not exist (DescribeImages lists no such image)", ami);
+    goto out;
+  }
+  char *state = aws_xml_text(item->children, "imageState");
+  char *type = aws_xml_text(item->children, "rootDeviceType");
+  char *root = aws_xml_text(item->children, "rootDeviceName");
+  snprintf(im->root_device, sizeof im->root_device, "%s", root ? root : "");
+  bool ok = true;
+  if (!state || strcmp(state, "available") != 0) {
+    error_set(e, ERR_REMOTE, "%s is in state '%s', not available", ami, state ? state : "unknown");
+    ok = false;
+  } else if (type && strcmp(type, "ebs") != 0) {
+    error_set(e, ERR_UNSUPPORTED, "%s is an %s-backed AMI: it has no EBS snapshots to read", ami,
+              type);
+    ok = false;
+  }
+  free(state);
+  free(type);
+  free(root);
+  if (!ok)
+    goto out;
+  xmlNodePtr bdm = ec2_find(item->children, "blockDeviceMapping");
+  for (xmlNodePtr n = bdm ? bdm->children : NULL; n; n = n->next) {
+    if (n->type != XML_ELEMENT_NODE || strcmp((const char *)n->name, "item") != 0)
+      continue;
+    char *dev = aws_xml_text(n->children, "deviceName");
+    char *snap = aws_xml_text(n->children, "snapshotId");
+    if (dev && snap && *snap && im->nvolumes < EC2_MAX_VOLUMES) {
+      struct ec2_volume *v = &im->volumes[im->nvolumes++];
+      snprintf(v->device, sizeof v->device, "%s", dev);
+      snprintf(v->snapshot_id, sizeof v->snapshot_id, "%s", snap);
+    }
+    free(dev);
+    free(snap);
+  }
+  if (!im->nvolumes) {
+    error_set(e, ERR_UNSUPPORTED, "%s has no EBS volumes", ami);
+    goto out;
+  }
+  rc = 0;
+out:
   ec2_free(doc);
   return rc;
 }

@@ -58,4 +58,21 @@ struct ec2_register {
 int ec2_register_image(struct aws_ctx *ctx, const struct ec2_register *r, char ami[EBS_ID_MAX],
                        struct error *e);
 
+#define EC2_MAX_VOLUMES 32
+
+struct ec2_volume {
+  char device[64];
+  char snapshot_id[EBS_ID_MAX];
+};
+
+struct ec2_image {
+  char root_device[64];
+  struct ec2_volume volumes[EC2_MAX_VOLUMES];
+  size_t nvolumes;
+};
+
+/* The EBS volumes of an available, EBS-backed AMI (DescribeImages). */
+int ec2_image_volumes(struct aws_ctx *ctx, const char *ami, struct ec2_image *im,
+                      struct error *e);
+
 #endif

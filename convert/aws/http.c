@@ -354,6 +354,27 @@ int aws_call(struct aws_ctx *ctx, const struct aws_req *rq, const char *op,
   return rc;
 }
 
+size_t aws_uri_encode(const char *in, char *out, size_t outlen)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = 0;
+  for (const unsigned char *c = (const unsigned char *)in; *c; c++) {
+    bool plain = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+                 (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' || *c == '.' || *c == '~';
+    if (n + (plain ? 1 : 3) >= outlen)
+      return (size_t)-1;
+    if (plain) {
+      out[n++] = (char)*c;
+    } else {
+      out[n++] = '%';
+      out[n++] = hex[*c >> 4];
+      out[n++] = hex[*c & 15];
+    }
+  }
+  out[n] = 0;
+  return n;
+}
+
 /* ---- XML (EC2 and S3 answers) ---------------------------------------------- */
 
 void *aws_xml_parse(const char *body, size_t len)

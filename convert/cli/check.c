@@ -1,10 +1,12 @@
 /* check.c - amiport check: will this disk boot on EC2, and if not, why. */
 #include "cli.h"
+#include "ebs.h"
 #include "inspect.h"
 
 #include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 static const char help[] =
@@ -89,7 +91,7 @@ int cmd_check(int argc, char **argv)
   if (optind + 1 != argc)
     return cli_usage("check", "expects one IMAGE");
   struct error e = { 0 };
-  struct img *im = img_open(argv[optind], ia.format, &ia.open, &e);
+  struct img *im = cli_open_image(argv[optind], &ia, &e);
   if (!im)
     return cli_fail(&e);
   struct inspection *in = calloc(1, sizeof *in);
@@ -104,12 +106,19 @@ int cmd_check(int argc, char **argv)
   if (deep && inspect_deep(im, in, &deep_report, &e) < 0)
     goto out;
   struct json_object *j = inspect_to_json(in);
+  bool remote = strncmp(im->path, "ebs:", 4) == 0;
+  if (remote) /* a snapshot read in place: what it cost, in the service's blocks */
+    json_object_object_add(j, "snapshot_blocks_fetched",
+                           json_object_new_int64((int64_t)ebs_blocks_fetched(im)));
   if (deep)
     json_object_object_add(j, "deep", deep_report);
   if (out == OUTPUT_JSON)
     puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
   else
     print_human(in, j);
+  if (remote && out != OUTPUT_JSON)
+    printf("Fetched %llu blocks of 512 KiB from %s.\n",
+           (unsigned long long)ebs_blocks_fetched(im), im->path + 4);
   json_object_put(j);
   rc = inspect_importable(in) ? EXIT_OK : EXIT_FAIL;
 out:

@@ -5,26 +5,13 @@
 #include <signal.h>
 #include <stdbool.h>
 
+#include "aws.h"
 #include "image.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 enum output { OUTPUT_HUMAN, OUTPUT_JSON };
 
 extern volatile sig_atomic_t cli_interrupted;
-
-/* The options every command that reads an image takes, to name its format
- * and say what the image may make it open. */
-#define IMAGE_LONGOPTS                                      \
-  { "format", required_argument, NULL, 'f' },              \
-  { "allow-backing", no_argument, NULL, 'B' },             \
-  { "allow-extent-paths", no_argument, NULL, 'E' },        \
-  { "disk", required_argument, NULL, 'k' }
-#define IMAGE_HELP                                                                      \
-  "  -f, --format FMT          read the image as FMT instead of probing it\n"           \
-  "      --allow-backing       follow backing files the image names (qcow2, VHD)\n"     \
-  "      --allow-extent-paths  let a VMDK descriptor name extents outside its folder\n" \
-  "      --disk N              OVA: read its Nth disk (1 = the first, the default)\n"
-#define IMAGE_USAGE "[-f FMT] [--allow-backing] [--allow-extent-paths] [--disk N]"
 
 /* The options every command that talks to AWS takes. */
 #define AWS_LONGOPTS                                   \
@@ -38,17 +25,39 @@ extern volatile sig_atomic_t cli_interrupted;
   "      --endpoint-url URL    send every AWS request to URL (else AWS_ENDPOINT_URL_EBS,\n" \
   "                            AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL, the regional one)\n"
 /* Takes option c if it is one of AWS_LONGOPTS (returns 1), else 0. */
-struct aws_opts;
 int cli_aws_option(int c, const char *arg, struct aws_opts *ao);
+
+/* The options every command that reads an image takes, to name its format,
+ * say what the image may make it open, and reach an EBS snapshot. */
+#define IMAGE_LONGOPTS                                      \
+  { "format", required_argument, NULL, 'f' },              \
+  { "allow-backing", no_argument, NULL, 'B' },             \
+  { "allow-extent-paths", no_argument, NULL, 'E' },        \
+  { "disk", required_argument, NULL, 'k' },                \
+  AWS_LONGOPTS
+#define IMAGE_HELP                                                                      \
+  "  -f, --format FMT          read the image as FMT instead of probing it\n"           \
+  "      --allow-backing       follow backing files the image names (qcow2, VHD)\n"     \
+  "      --allow-extent-paths  let a VMDK descriptor name extents outside its folder\n" \
+  "      --disk N              OVA: read its Nth disk (1 = the first, the default)\n"   \
+  "  An IMAGE named ebs:snap-... (or snap-...) is an EBS snapshot, read in place\n"    \
+  "  through the EBS direct API; ami-... is that AMI's root volume. For those:\n"      \
+  AWS_HELP
+#define IMAGE_USAGE "[-f FMT] [--allow-backing] [--allow-extent-paths] [--disk N]"
 
 struct image_args {
   const char *format;
   struct open_opts open;
+  struct aws_opts aws;
 };
 
 /* Takes option c if it is one of IMAGE_LONGOPTS: 0 taken, -1 an unknown
  * option or a bad value (reported as a usage error). */
 int cli_image_option(const char *cmd, int c, const char *arg, struct image_args *ia);
+
+/* Opens path as the options say: a file, or an EBS snapshot (ebs:snap-...,
+ * snap-...) or an AMI's root volume (ami-...). */
+struct img *cli_open_image(const char *path, const struct image_args *ia, struct error *e);
 
 /* Prints "amiport: CMD: message" and a hint to --help; returns EXIT_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -65,6 +74,7 @@ int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_register(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
 

@@ -1,6 +1,6 @@
 /* common.c - helpers shared by the commands. */
 #include "cli.h"
-#include "aws.h"
+#include "ec2.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +23,7 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 int cli_image_option(const char *cmd, int c, const char *arg, struct image_args *ia)
 {
   switch (c) {
+  case 0x100: case 0x101: case 0x102: cli_aws_option(c, arg, &ia->aws); return 0;
   case 'f': ia->format = arg; return 0;
   case 'B': ia->open.allow_backing = true; return 0;
   case 'E': ia->open.allow_extent_paths = true; return 0;
@@ -97,4 +98,27 @@ int cli_aws_option(int c, const char *arg, struct aws_opts *ao)
   case 0x102: ao->endpoint_url = arg; return 1;
   default: return 0;
   }
+}
+
+struct img *cli_open_image(const char *path, const struct image_args *ia, struct error *e)
+{
+  const char *id = strncmp(path, "ebs:", 4) == 0 ? path + 4 : path;
+  if (strncmp(id, "snap-", 5) == 0 && !strchr(id, '/'))
+    return ebs_open(&ia->aws, id, ia->open.max_table_bytes, e);
+  if (strncmp(path, "ami-", 4) == 0 && !strchr(path, '/')) {
+    struct aws_ctx ctx;
+    struct ec2_image im;
+    if (aws_ctx_init(&ctx, &ia->aws, e) < 0)
+      return NULL;
+    int rc = ec2_image_volumes(&ctx, path, &im, e);
+    aws_ctx_free(&ctx);
+    if (rc < 0)
+      return NULL;
+    for (size_t i = 0; i < im.nvolumes; i++)
+      if (strcmp(im.volumes[i].device, im.root_device) == 0)
+        return ebs_open(&ia->aws, im.volumes[i].snapshot_id, ia->open.max_table_bytes, e);
+    error_set(e, ERR_REMOTE, "%s: no EBS volume is its root device %s", path, im.root_device);
+    return NULL;
+  }
+  return img_open(path, ia->format, &ia->open, e);
 }

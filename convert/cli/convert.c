@@ -98,7 +98,7 @@ int cmd_convert(int argc, char **argv)
     goto out;
   }
   cli_catch_signals();
-  struct img *src = img_open(argv[optind], ia.format, &ia.open, &e);
+  struct img *src = cli_open_image(argv[optind], &ia, &e);
   if (!src) {
     rc = cli_fail(&e);
     goto out;

@@ -142,7 +142,6 @@ static const char import_help[] =
   "(its state is kept in $XDG_STATE_HOME/amiport); rerunning a finished import\n"
   "prints its result again.\n\n"
   IMAGE_HELP
-  AWS_HELP
   REGISTER_HELP
   "      --encrypted           encrypt the snapshot (with --kms-key-id, that key)\n"
   "      --kms-key-id ARN      KMS key ARN for an encrypted snapshot\n"
@@ -225,7 +224,6 @@ int cmd_import(int argc, char **argv)
 {
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
-    AWS_LONGOPTS,
     REGISTER_LONGOPTS,
     { "encrypted", no_argument, NULL, 0x300 },
     { "kms-key-id", required_argument, NULL, 0x301 },
@@ -242,7 +240,6 @@ int cmd_import(int argc, char **argv)
     { 0 },
   };
   struct image_args ia = { 0 };
-  struct aws_opts ao = { 0 };
   struct reg_args ra = { .ena = -1, .r.imds_support = "v2.0", .r.root_device = "/dev/xvda" };
   struct import_opts io = { .progress = isatty(2), .cancel = &cli_interrupted,
                             .max_rate = 1000, .on_event = on_import_event };
@@ -254,7 +251,7 @@ int cmd_import(int argc, char **argv)
     int t = reg_option("import", c, optarg, &ra);
     if (t < 0)
       goto out;
-    if (t > 0 || cli_aws_option(c, optarg, &ao))
+    if (t > 0)
       continue;
     switch (c) {
     case 0x300: io.encrypted = true; break;
@@ -368,7 +365,7 @@ int cmd_import(int argc, char **argv)
                     "back as zeros only on unencrypted volumes (an encrypted launch of this "
                     "snapshot reads garbage there)\n");
   struct aws_ctx ctx;
-  if (aws_ctx_init(&ctx, &ao, &e) < 0) {
+  if (aws_ctx_init(&ctx, &ia.aws, &e) < 0) {
     rc = cli_fail(&e);
     goto close;
   }

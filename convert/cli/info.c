@@ -54,7 +54,7 @@ int cmd_info(int argc, char **argv)
   if (optind + 1 != argc)
     return cli_usage("info", "expects one IMAGE");
   struct error e = { 0 };
-  struct img *im = img_open(argv[optind], ia.format, &ia.open, &e);
+  struct img *im = cli_open_image(argv[optind], &ia, &e);
   if (!im)
     return cli_fail(&e);
   uint64_t sums[3] = { 0 };

@@ -13,6 +13,7 @@ static const struct command {
   { "convert", "copy an image to another format", cmd_convert },
   { "check", "tell whether the disk will boot on EC2, and why not", cmd_check },
   { "import", "upload an image as an EBS snapshot and register it as an AMI", cmd_import },
+  { "export", "download an AMI or EBS snapshot as a local image", cmd_export },
   { "register", "register an AMI from an EBS snapshot", cmd_register },
   { "wait", "wait until a snapshot is completed or an AMI available", cmd_wait },
 };

@@ -58,7 +58,7 @@ int cmd_map(int argc, char **argv)
   if (optind + 1 != argc)
     return cli_usage("map", "expects one IMAGE");
   struct error e = { 0 };
-  struct img *im = img_open(argv[optind], ia.format, &ia.open, &e);
+  struct img *im = cli_open_image(argv[optind], &ia, &e);
   if (!im)
     return cli_fail(&e);
   if (out == OUTPUT_HUMAN)

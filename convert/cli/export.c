@@ -1,0 +1,185 @@
+/* export.c - amiport export: an AMI or EBS snapshot becomes a local image. */
+#include "cli.h"
+#include "copy.h"
+#include "ec2.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char help[] =
+  "Usage: amiport export [OPTIONS] AMI_OR_SNAPSHOT DST\n\n"
+  "Reads an EBS snapshot (snap-..., ebs:snap-...) or an AMI's volumes (ami-...)\n"
+  "through the EBS direct API and writes it as a local image: the blocks the\n"
+  "snapshot holds are fetched in parallel, each checked against its SHA-256, and\n"
+  "blocks it never held stay unallocated. DST is written under a temporary name\n"
+  "and renamed only when every block arrived and verified.\n\n"
+  AWS_HELP
+  "  -O, --output-format FMT  raw (default), qcow2, vmdk, vpc or vhdx\n"
+  "  -o, --options OPTS       format options, key=value[,key=value...]\n"
+  "  -c, --compress           compress the data (qcow2)\n"
+  "      --device DEV         the AMI's volume at DEV (default: its root device)\n"
+  "      --all                every EBS volume of the AMI: DST gets -DEV before its\n"
+  "                           extension (disk.qcow2 -> disk-sdb.qcow2)\n"
+  "  -j, --jobs N             requests in flight (default 64)\n"
+  "  -p, --progress           show progress (default when stderr is a terminal)\n"
+  "      --force              overwrite DST if it exists\n"
+  "  -h, --help               show this help\n";
+
+/* disk.qcow2 + /dev/sdb -> disk-sdb.qcow2 */
+static void per_device_name(const char *dst, const char *dev, char *out, size_t len)
+{
+  const char *base = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+  const char *slash = strrchr(dst, '/'), *dot = strrchr(dst, '.');
+  if (!dot || (slash && dot < slash) || dot == dst || dot[-1] == '/')
+    snprintf(out, len, "%s-%s", dst, base);
+  else
+    snprintf(out, len, "%.*s-%s%s", (int)(dot - dst), dst, base, dot);
+}
+
+static int export_one(const struct image_args *ia, const char *snap, const char *dst,
+                      const char *fmt, struct create_opts *co, bool force,
+                      const struct copy_opts *cp, struct error *e)
+{
+  struct img *src = ebs_open(&ia->aws, snap, 0, e);
+  if (!src)
+    return -1;
+  struct copy_stats st = { 0 };
+  int rc = copy_to_file(src, dst, fmt, co, force, cp, &st, e);
+  if (rc == 0) {
+    char b[32];
+    fprintf(stderr, "amiport: export: %s -> %s: %llu blocks fetched (%s), %.1f s\n", snap, dst,
+            (unsigned long long)ebs_blocks_fetched(src), cli_human_size(st.bytes_read, b),
+            st.seconds);
+  }
+  img_close(src);
+  return rc;
+}
+
+int cmd_export(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    AWS_LONGOPTS,
+    { "output-format", required_argument, NULL, 'O' },
+    { "options", required_argument, NULL, 'o' },
+    { "compress", no_argument, NULL, 'c' },
+    { "device", required_argument, NULL, 0x500 },
+    { "all", no_argument, NULL, 0x501 },
+    { "jobs", required_argument, NULL, 'j' },
+    { "progress", no_argument, NULL, 'p' },
+    { "force", no_argument, NULL, 'F' },
+    { "help", no_argument, NULL, 'h' },
+    { 0 },
+  };
+  struct image_args ia = { 0 };
+  struct create_opts co = { 0 };
+  struct copy_opts cp = { .progress = isatty(2), .cancel = &cli_interrupted, .threads = 16 };
+  const char *fmt = "raw", *device = NULL;
+  bool all = false, force = false;
+  struct error e = { 0 };
+  int c, rc = EXIT_USAGE;
+  while ((c = getopt_long(argc, argv, "O:o:cj:ph", longopts, NULL)) != -1) {
+    if (cli_aws_option(c, optarg, &ia.aws))
+      continue;
+    switch (c) {
+    case 'O': fmt = optarg; break;
+    case 'o':
+      if (create_opts_parse(&co, optarg, &e) < 0) {
+        cli_usage("export", "%s", e.msg);
+        goto out;
+      }
+      break;
+    case 'c': co.compress = true; break;
+    case 0x500: device = optarg; break;
+    case 0x501: all = true; break;
+    case 'j': {
+      char *end;
+      long n = strtol(optarg, &end, 10);
+      if (*end || n < 4 || n > 1024) {
+        cli_usage("export", "--jobs must be 4 to 1024, not '%s'", optarg);
+        goto out;
+      }
+      /* each copy worker fetches a 2 MiB unit: four blocks at once */
+      cp.threads = (unsigned)(n / 4);
+      break;
+    }
+    case 'p': cp.progress = true; break;
+    case 'F': force = true; break;
+    case 'h': fputs(help, stdout); rc = EXIT_OK; goto out;
+    default: cli_usage("export", "unknown option"); goto out;
+    }
+  }
+  if (optind + 2 != argc) {
+    cli_usage("export", "expects AMI_OR_SNAPSHOT and DST");
+    goto out;
+  }
+  const struct image_format *of = img_format_by_name(fmt);
+  if (!of || !of->create) {
+    cli_usage("export", "cannot write format '%s'", fmt);
+    goto out;
+  }
+  const char *what = argv[optind], *dst = argv[optind + 1];
+  if (strncmp(what, "ebs:", 4) == 0)
+    what += 4;
+  bool ami = strncmp(what, "ami-", 4) == 0;
+  if (!ami && strncmp(what, "snap-", 5) != 0) {
+    cli_usage("export", "'%s' is neither an AMI (ami-...) nor a snapshot (snap-...)", what);
+    goto out;
+  }
+  if (!ami && (device || all)) {
+    cli_usage("export", "--device and --all are for an AMI");
+    goto out;
+  }
+  cli_catch_signals();
+  rc = EXIT_FAIL;
+  if (!ami) {
+    if (export_one(&ia, what, dst, fmt, &co, force, &cp, &e) < 0)
+      rc = cli_fail(&e);
+    else
+      rc = EXIT_OK;
+    goto out;
+  }
+  struct aws_ctx ctx;
+  struct ec2_image im;
+  if (aws_ctx_init(&ctx, &ia.aws, &e) < 0) {
+    rc = cli_fail(&e);
+    goto out;
+  }
+  int r = ec2_image_volumes(&ctx, what, &im, &e);
+  aws_ctx_free(&ctx);
+  if (r < 0) {
+    rc = cli_fail(&e);
+    goto out;
+  }
+  const char *want = device ? device : im.root_device;
+  bool found = false;
+  for (size_t i = 0; i < im.nvolumes; i++) {
+    const struct ec2_volume *v = &im.volumes[i];
+    if (!all && strcmp(v->device, want) != 0)
+      continue;
+    found = true;
+    char name[4096];
+    if (all)
+      per_device_name(dst, v->device, name, sizeof name);
+    else
+      snprintf(name, sizeof name, "%s", dst);
+    if (export_one(&ia, v->snapshot_id, name, fmt, &co, force, &cp, &e) < 0) {
+      rc = cli_fail(&e);
+      goto out;
+    }
+  }
+  if (!found) {
+    error_set(&e, ERR_USAGE, "%s has no EBS volume at %s (it has:", what, want);
+    for (size_t i = 0; i < im.nvolumes; i++)
+      snprintf(e.msg + strlen(e.msg), sizeof e.msg - strlen(e.msg), " %s", im.volumes[i].device);
+    snprintf(e.msg + strlen(e.msg), sizeof e.msg - strlen(e.msg), ")");
+    rc = cli_fail(&e);
+    goto out;
+  }
+  rc = EXIT_OK;
+out:
+  create_opts_free(&co);
+  return rc;
+}
