@@ -160,9 +160,10 @@ int aws_xfer_prepare(struct aws_xfer *x, struct aws_ctx *ctx, const struct aws_r
   int rc = sigv4_authorization(rq->method, path[0] ? path : "/", rq->query ? rq->query : "", h,
                                nh, hash, ctx->region, aws_service_name(rq->svc), date, &cr,
                                authz, sizeof authz, NULL, e);
-  OPENSSL_cleanse(&cr, sizeof cr);
-  if (rc < 0)
+  if (rc < 0) {
+    OPENSSL_cleanse(&cr, sizeof cr);
     return -1;
+  }
 
   char line[4200];
   for (size_t i = 0; i < nh; i++) {
@@ -173,6 +174,8 @@ int aws_xfer_prepare(struct aws_xfer *x, struct aws_ctx *ctx, const struct aws_r
   x->hdrs = curl_slist_append(x->hdrs, line);
   x->hdrs = curl_slist_append(x->hdrs, "Expect:"); /* no 100-continue round trip */
   x->hdrs = curl_slist_append(x->hdrs, "Accept:");
+  OPENSSL_cleanse(&cr, sizeof cr); /* h[] pointed into it until here */
+  OPENSSL_cleanse(line, sizeof line);
   if (!x->hdrs)
     return error_set(e, ERR_NOMEM, "out of memory for HTTP headers");
 
