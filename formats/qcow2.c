@@ -144,6 +144,62 @@ static int qcow2_open_backing(struct img *im, struct qcow2 *q, const struct open
   return 0;
 }
 
+/* The refcount and snapshot tables are never read (only the active layer
+ * is), but their header fields are bounded as qemu bounds them at open, so
+ * an image qemu-img refuses is not read as if it were sound. */
+static int qcow2_check_tables(struct img *im, struct qcow2 *q, const uint8_t *fixed,
+                              struct error *e)
+{
+  uint64_t rt_offset = be64(fixed + QH_REFCOUNT_TABLE_OFFSET);
+  uint32_t rt_clusters = be32(fixed + QH_REFCOUNT_TABLE_CLUSTERS);
+  uint64_t rt_bytes = (uint64_t)rt_clusters << q->cluster_bits;
+  if (rt_bytes > QCOW2_MAX_REFTABLE_BYTES)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field refcount_table_clusters is %u (a "
+                     "%llu-byte table), over the %llu-byte limit for refcount tables", im->path,
+                     rt_clusters, (unsigned long long)rt_bytes,
+                     (unsigned long long)QCOW2_MAX_REFTABLE_BYTES);
+  if (rt_clusters == 0)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field refcount_table_clusters is 0; the "
+                     "image has no refcount table", im->path);
+  if (rt_offset % q->cluster_size)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field refcount_table_offset is 0x%llx; "
+                     "not aligned to the cluster size %llu", im->path,
+                     (unsigned long long)rt_offset, (unsigned long long)q->cluster_size);
+  if (rt_offset < q->cluster_size)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field refcount_table_offset is 0x%llx; "
+                     "the refcount table would overlap the header cluster", im->path,
+                     (unsigned long long)rt_offset);
+  if (rt_offset > q->file_size || rt_bytes > q->file_size - rt_offset)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field refcount_table_offset is 0x%llx; a "
+                     "%u-cluster table there runs past the end of the file (file size %llu)",
+                     im->path, (unsigned long long)rt_offset, rt_clusters,
+                     (unsigned long long)q->file_size);
+
+  uint32_t nb_snapshots = be32(fixed + QH_NB_SNAPSHOTS);
+  uint64_t sn_offset = be64(fixed + QH_SNAPSHOTS_OFFSET);
+  if (nb_snapshots > QCOW2_MAX_SNAPSHOTS)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field nb_snapshots is %u; at most %d",
+                     im->path, nb_snapshots, QCOW2_MAX_SNAPSHOTS);
+  if (sn_offset % q->cluster_size)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field snapshots_offset is 0x%llx; not "
+                     "aligned to the cluster size %llu", im->path,
+                     (unsigned long long)sn_offset, (unsigned long long)q->cluster_size);
+  if (nb_snapshots == 0)
+    return 0;
+  /* Each entry is at least its fixed part long. */
+  uint64_t sn_min = (uint64_t)nb_snapshots * QCOW2_SNAPSHOT_HEADER_BYTES;
+  if (sn_offset < q->cluster_size)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field snapshots_offset is 0x%llx; the "
+                     "snapshot table (nb_snapshots %u) would overlap the header cluster",
+                     im->path, (unsigned long long)sn_offset, nb_snapshots);
+  if (sn_offset > q->file_size || sn_min > q->file_size - sn_offset)
+    return error_set(e, ERR_FORMAT, "%s: qcow2 header field snapshots_offset is 0x%llx; a "
+                     "table of %u snapshots (at least %llu bytes) there runs past the end of "
+                     "the file (file size %llu)", im->path, (unsigned long long)sn_offset,
+                     nb_snapshots, (unsigned long long)sn_min, (unsigned long long)q->file_size);
+  return 0;
+}
+
 static int qcow2_open(struct img *im, const struct open_opts *o, struct error *e)
 {
   struct stat st;
@@ -232,6 +288,9 @@ static int qcow2_open(struct img *im, const struct open_opts *o, struct error *e
   }
   /* Entries per L2 table: a cluster of 8-byte entries, or 16-byte extended ones. */
   q->l2_bits = q->cluster_bits - (q->extended_l2 ? 4 : 3);
+
+  if (qcow2_check_tables(im, q, fixed, e) < 0)
+    return -1;
 
   q->l1_size = be32(fixed + QH_L1_SIZE);
   q->l1_offset = be64(fixed + QH_L1_OFFSET);

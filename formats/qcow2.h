@@ -56,6 +56,9 @@ enum {
 #define QCOW2_MIN_CLUSTER_BITS 9
 #define QCOW2_MAX_CLUSTER_BITS 21
 #define QCOW2_SUBCLUSTERS 32 /* per cluster with extended L2 entries */
+#define QCOW2_MAX_REFTABLE_BYTES (8ull << 20) /* qemu's QCOW_MAX_REFTABLE_SIZE */
+#define QCOW2_MAX_SNAPSHOTS 65536              /* qemu's QCOW_MAX_SNAPSHOTS */
+#define QCOW2_SNAPSHOT_HEADER_BYTES 40         /* fixed part of a snapshot table entry */
 
 /* Compressed cluster descriptor: host offset in the low (62 - (cluster_bits - 8))
  * bits, then the number of additional 512-byte sectors. */

@@ -6,7 +6,7 @@
  * 2 MiB units: four blocks), from a pool of connections kept open; a small
  * cache keeps the last blocks for the inspector's scattered small reads.
  * Answers are untrusted: indexes, sizes and tokens are bounded. */
-#include "ebs.h"
+#include "ec2.h"
 
 #include <json-c/json.h>
 #include <openssl/crypto.h>
@@ -427,6 +427,19 @@ struct img *ebs_open(const struct aws_opts *ao, const char *snapshot_id, uint64_
   sprintf(im->path, "ebs:%s", snapshot_id);
   uint64_t gib = 0;
   if (ebs_src_list(s, max_table_bytes ? max_table_bytes : IMG_DEFAULT_TABLE_CAP, &gib, e) < 0) {
+    /* only completed snapshots can be read: say so when that is why */
+    char state[32], progress[32];
+    struct error se = { 0 };
+    if (e->code == ERR_REMOTE &&
+        ec2_snapshot_state(&s->ctx, s->snap, state, sizeof state, progress, sizeof progress, &se) == 0) {
+      if (strcmp(state, "pending") == 0)
+        error_set(e, ERR_REMOTE, "%s is still pending (%s): only completed snapshots can be read; "
+                  "'amiport wait %s' waits for it", s->snap, progress, s->snap);
+      else if (strcmp(state, "not-found") == 0)
+        error_set(e, ERR_REMOTE, "%s does not exist", s->snap);
+      else if (strcmp(state, "error") == 0)
+        error_set(e, ERR_REMOTE, "%s is in state error: it never completed", s->snap);
+    }
     img_close(im);
     return NULL;
   }

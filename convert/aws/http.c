@@ -119,9 +119,23 @@ int aws_xfer_prepare(struct aws_xfer *x, struct aws_ctx *ctx, const struct aws_r
   curl_easy_reset(x->h);
   curl_slist_free_all(x->hdrs);
   x->hdrs = NULL;
-  free(x->resp.body);
+  /* the answer's buffer is kept from one request to the next; one that
+   * will hold a block is made whole at once, not grown by doubling */
+  char *keep = x->resp.body;
+  size_t keepcap = x->resp.cap;
   memset(&x->resp, 0, sizeof x->resp);
   x->resp.max = rq->resp_max ? rq->resp_max : RESP_MAX;
+  if (x->resp.max <= (1u << 20) && keepcap < x->resp.max + 1) {
+    char *b = realloc(keep, x->resp.max + 1);
+    if (!b)
+      return error_set(e, ERR_NOMEM, "out of memory for an HTTP answer");
+    keep = b;
+    keepcap = x->resp.max + 1;
+  }
+  x->resp.body = keep;
+  x->resp.cap = keepcap;
+  if (keep)
+    keep[0] = 0;
   x->errbuf[0] = 0;
 
   const char *endpoint = ctx->endpoint[rq->svc];

@@ -45,6 +45,14 @@ bool inspect_importable(const struct inspection *in)
   return true;
 }
 
+static bool check_has_finding(const struct inspection *in, const char *code)
+{
+  for (size_t i = 0; i < in->nfindings; i++)
+    if (strcmp(in->findings[i].code, code) == 0)
+      return true;
+  return false;
+}
+
 static const char *foreign_root(const struct inspection *in, const char *sig)
 {
   for (size_t i = 0; i < in->nvol; i++)
@@ -84,6 +92,11 @@ static void judge_root(struct inspection *in)
     inspect_add_finding(in, "ROOT_NOT_NATIVE", SEV_WARNING,
                         "The root filesystem is on LVM, btrfs or software RAID, which this check "
                         "does not read natively; run 'amiport check --deep' to inspect it.");
+  else if (check_has_finding(in, "FILESYSTEM_UNREADABLE"))
+    inspect_add_finding(in, "NO_ROOT_FILESYSTEM", SEV_ERROR,
+                        "No readable filesystem on this disk holds /etc/os-release or "
+                        "/etc/fstab; the filesystem that could not be read (see "
+                        "FILESYSTEM_UNREADABLE) may be the root. Repair it (fsck) before import.");
   else
     inspect_add_finding(in, "NO_ROOT_FILESYSTEM", SEV_ERROR,
                         "No filesystem on this disk holds /etc/os-release or /etc/fstab: there "
@@ -124,6 +137,10 @@ static void judge_kernel(struct inspection *in)
   if (in->root < 0)
     return;
   if (in->default_kernel < 0) {
+    /* An unreadable /boot is already an error that says why; "install a
+     * kernel package" would be the wrong advice. */
+    if (check_has_finding(in, "BOOT_UNREADABLE"))
+      return;
     inspect_add_finding(in, "NO_KERNEL", SEV_ERROR,
                         "No kernel (vmlinuz-*) was found in /boot. Install a kernel package "
                         "before import.");
@@ -220,6 +237,12 @@ void inspect_judge(struct inspection *in)
     inspect_add_finding(in, "MBR_OVER_2TIB", SEV_WARNING,
                         "The disk is larger than 2 TiB but partitioned with MBR, which cannot "
                         "address past 2 TiB.");
+  /* Before the root: a table that cannot be read explains a missing root. */
+  if (in->pt.gpt_invalid[0])
+    inspect_add_finding(in, "GPT_INVALID", SEV_ERROR,
+                        "Both GPT headers are invalid: %s. The partitions cannot be read, here "
+                        "or by Linux at boot. Repair the GPT (gdisk) before import.",
+                        in->pt.gpt_invalid);
   judge_root(in);
   judge_boot(in);
   judge_kernel(in);

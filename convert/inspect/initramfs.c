@@ -230,6 +230,54 @@ static ssize_t src_read(struct src *s, void *dst, uint64_t n, struct error *e)
   return (ssize_t)n;
 }
 
+/* How many bytes at p (of n) are zero, a word at a time. */
+static size_t initramfs_zero_run(const uint8_t *p, size_t n)
+{
+  size_t z = 0;
+  while (z + 8 <= n) {
+    uint64_t w;
+    memcpy(&w, p + z, 8);
+    if (w)
+      break;
+    z += 8;
+  }
+  while (z < n && !p[z])
+    z++;
+  return z;
+}
+
+/* Skips the zero padding ahead of s in whole 4-byte groups, a buffer at a
+ * time: exactly the groups cpio_parse would skip one by one, but without a
+ * call per group (an archive that inflates to a gigabyte of zeros is all
+ * padding). A group that straddles the end of the buffer is left to
+ * src_read. Returns 0, or -1. */
+static int initramfs_skip_zeros(struct src *s, struct error *e)
+{
+  for (;;) {
+    const uint8_t *p;
+    size_t avail;
+    if (s->codec == C_NONE) {
+      ssize_t a = raw_peek(s->raw, 4, e);
+      if (a < 0)
+        return -1;
+      p = s->raw->buf + s->raw->at;
+      avail = (size_t)a;
+    } else {
+      p = s->out + s->at;
+      avail = s->len - s->at;
+    }
+    size_t whole = avail & ~(size_t)3;
+    size_t skip = initramfs_zero_run(p, whole) & ~(size_t)3;
+    if (s->codec == C_NONE)
+      s->raw->at += skip;
+    else
+      s->at += skip;
+    /* Stop at a non-zero byte, or where src_read must refill. */
+    if (skip < whole || whole == 0 || s->codec != C_NONE)
+      return 0;
+  }
+}
+
 static uint64_t hex8(const char *p, bool *ok)
 {
   uint64_t v = 0;
@@ -262,6 +310,8 @@ static int cpio_parse(struct src *s, struct initramfs_info *info, bool stop_at_t
   char h[110], name[4096];
   for (;;) {
     /* Archives are padded with zeros; headers are 4-byte aligned. */
+    if (initramfs_skip_zeros(s, e) < 0)
+      return -1;
     ssize_t r = src_read(s, h, 4, e);
     if (r <= 0)
       return (int)r;
@@ -310,14 +360,16 @@ int initramfs_scan_stream(initramfs_read_fn read, void *ctx, uint64_t size, cons
   *r = (struct raw){ .read = read, .ctx = ctx, .size = size };
   int ret = -1;
   for (int segment = 0; segment < 16; segment++) {
-    /* Skip the zero padding between archives. */
+    /* Skip the zero padding between archives, in whole 4-byte groups. */
     for (;;) {
       ssize_t a = raw_peek(r, 4, e);
       if (a < 0)
         goto out;
-      if (a < 4 || memcmp(r->buf + r->at, "\0\0\0\0", 4) != 0)
+      size_t whole = (size_t)a & ~(size_t)3;
+      size_t skip = initramfs_zero_run(r->buf + r->at, whole) & ~(size_t)3;
+      r->at += skip;
+      if (skip < whole || whole == 0)
         break;
-      r->at += 4;
     }
     ssize_t a = raw_peek(r, 6, e);
     if (a < 0)

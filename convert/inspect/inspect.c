@@ -4,6 +4,7 @@
  * Nothing is mounted; everything goes through the block layer. */
 #include "inspect.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,11 +31,45 @@ static int inspect_volume(struct inspection *in, const struct partition *p, uint
   return 0;
 }
 
-static bool has_path(struct inspect_volume *v, const char *path)
+/* Whether path is on v: 1 there, 0 not there (or v not mounted), -1 the
+ * filesystem could not be read on the way (why in e). */
+static int inspect_has_path(struct inspect_volume *v, const char *path, struct error *e)
 {
   struct fs_inode ino;
-  struct error e;
-  return v->mounted && fs_resolve(&v->fs, path, true, &ino, &e) == 0;
+  if (!v->mounted)
+    return 0;
+  int r = fs_resolve(&v->fs, path, true, &ino, e);
+  return r == 0 ? 1 : r == 1 ? 0 : -1;
+}
+
+/* The root: the first filesystem with /etc/os-release, else with /etc/fstab.
+ * A filesystem that fails while looking is a finding (once per volume), not
+ * a filesystem without the file. */
+static void inspect_find_root(struct inspection *in)
+{
+  bool reported[INSPECT_MAX_FS] = { false };
+  for (int pass = 0; pass < 2 && in->root < 0; pass++) {
+    const char *path = pass == 0 ? "/etc/os-release" : "/etc/fstab";
+    for (size_t i = 0; i < in->nvol; i++) {
+      struct inspect_volume *v = &in->vol[i];
+      struct error fe = { 0 };
+      int r = inspect_has_path(v, path, &fe);
+      if (r > 0) {
+        in->root = (int)i;
+        break;
+      }
+      if (r < 0 && !reported[i]) {
+        reported[i] = true;
+        char where[32] = "the whole disk";
+        if (v->part)
+          snprintf(where, sizeof where, "partition %u", v->part->index);
+        inspect_add_finding(in, "FILESYSTEM_UNREADABLE", SEV_WARNING,
+                            "The %s filesystem on %s could not be read while looking for %s "
+                            "(%s).", v->fs_name ? v->fs_name : v->fs.drv->name, where, path,
+                            fe.msg);
+      }
+    }
+  }
 }
 
 int inspect_image(struct img *im, struct inspection *in, struct error *e)
@@ -65,13 +100,7 @@ int inspect_image(struct img *im, struct inspection *in, struct error *e)
         in->esp = (int)(in->nvol - 1);
     }
   }
-  /* The root: the first filesystem with /etc/os-release, else with /etc/fstab. */
-  for (int pass = 0; pass < 2 && in->root < 0; pass++)
-    for (size_t i = 0; i < in->nvol; i++)
-      if (has_path(&in->vol[i], pass == 0 ? "/etc/os-release" : "/etc/fstab")) {
-        in->root = (int)i;
-        break;
-      }
+  inspect_find_root(in);
   if (inspect_os(in, e) < 0)
     return -1;
   if (inspect_boot(in, e) < 0)

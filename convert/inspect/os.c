@@ -160,18 +160,26 @@ static void boot_path(struct inspection *in, char *out, size_t cap, const char *
   memcpy(out + p + 1, rel, r + 1);
 }
 
-static void read_kernels(struct inspection *in, struct error *e)
+/* Lists the kernels in /boot: 0 (none is not an error), -1 when the /boot
+ * directory itself could not be read (a symlink loop, a damaged directory;
+ * why in e). */
+static int read_kernels(struct inspection *in, struct error *e)
 {
   struct fs_inode dir;
   struct name_list l = { 0 };
   char path[300];
   boot_path(in, path, sizeof path, "");
-  if (fs_resolve(boot_fs(in), path[0] ? path : "/", true, &dir, e) != 0 || dir.type != FS_DIR ||
-      boot_fs(in)->drv->readdir(boot_fs(in), dir.ino, collect_kernel, &l, e) != 0)
-    return;
+  size_t plen = strlen(path);
+  if (plen > 1 && path[plen - 1] == '/')
+    path[plen - 1] = 0; /* "/boot", as the guest names it */
+  int r = fs_resolve(boot_fs(in), path[0] ? path : "/", true, &dir, e);
+  if (r != 0 || dir.type != FS_DIR)
+    return r < 0 ? -1 : 0;
+  if (boot_fs(in)->drv->readdir(boot_fs(in), dir.ino, collect_kernel, &l, e) != 0)
+    return -1;
   uint8_t *head = malloc(KERNEL_HEAD);
   if (!head)
-    return;
+    return 0;
   for (size_t i = 0; i < l.n; i++) {
     struct fs_inode k;
     boot_path(in, path, sizeof path, l.names[i]);
@@ -188,6 +196,7 @@ static void read_kernels(struct inspection *in, struct error *e)
     snprintf(ik->version, sizeof ik->version, "%s", id.version[0] ? id.version : l.names[i] + 8);
   }
   free(head);
+  return 0;
 }
 
 /* Finds the kernel whose file name is the last component of path. */
@@ -396,7 +405,14 @@ int inspect_os(struct inspection *in, struct error *e)
   find_boot(in, &ignored);
   if (in->boot < 0)
     return 0;
-  read_kernels(in, &ignored);
+  struct error be = { 0 };
+  if (read_kernels(in, &be) < 0)
+    inspect_add_finding(in, "BOOT_UNREADABLE", SEV_ERROR,
+                        "The /boot directory could not be read (%s%s), so whether it holds a "
+                        "kernel is unknown. Fix /boot on the source machine (it must be a "
+                        "directory, or a symlink to one) before import.", be.msg,
+                        strstr(be.msg, "symbolic links")
+                            ? ": the symlinks on the way loop, or chain more than 40 deep" : "");
   char initrd[256] = "";
   read_boot_entries(in, initrd, sizeof initrd, &ignored);
   if (in->default_kernel < 0 && in->nkernels) {

@@ -103,49 +103,56 @@ static void utf16_name(const uint8_t *src, size_t units, char *out, size_t cap)
 }
 
 /* Reads and checks a GPT header at lba; 0 good (entries loaded into pt), 1 bad
- * (why in *why), -1 error. */
+ * (why, naming the field and its value, in why[cap]), -1 error. */
 static int gpt_try(struct disk *d, struct part_table *pt, uint32_t ss, uint64_t lba,
-                   const char **why, struct error *e)
+                   char *why, size_t cap, struct error *e)
 {
   uint8_t h[4096];
   if (lba == 0 || lba > d->size / ss - 1) {
-    *why = "header location out of range";
+    snprintf(why, cap, "LBA %llu is outside the disk (%llu sectors)", (unsigned long long)lba,
+             (unsigned long long)(d->size / ss));
     return 1;
   }
   if (disk_pread(d, h, ss, lba * ss, e) < 0)
     return -1;
   if (memcmp(h, "EFI PART", 8) != 0) {
-    *why = "no signature";
+    snprintf(why, cap, "no 'EFI PART' signature");
     return 1;
   }
   uint32_t hsize = le32(h + 12);
   if (hsize < 92 || hsize > ss) {
-    *why = "HeaderSize out of range";
+    snprintf(why, cap, "HeaderSize is %u (must be 92 to %u)", hsize, ss);
     return 1;
   }
   uint32_t crc = le32(h + 16);
   memset(h + 16, 0, 4);
-  if ((uint32_t)crc32(0, h, hsize) != crc) {
-    *why = "header CRC32 mismatch";
+  uint32_t sum = (uint32_t)crc32(0, h, hsize);
+  if (sum != crc) {
+    snprintf(why, cap, "HeaderCRC32 is 0x%08x but the header sums to 0x%08x", crc, sum);
     return 1;
   }
   if (le64(h + 24) != lba) {
-    *why = "MyLBA does not match where the header is";
+    snprintf(why, cap, "MyLBA is %llu but the header is at LBA %llu",
+             (unsigned long long)le64(h + 24), (unsigned long long)lba);
     return 1;
   }
   uint64_t entries_lba = le64(h + 72);
   uint32_t count = le32(h + 80), esize = le32(h + 84), ecrc = le32(h + 88);
   if (esize < 128 || esize > 4096 || (esize & (esize - 1))) {
-    *why = "SizeOfPartitionEntry out of range";
+    snprintf(why, cap, "SizeOfPartitionEntry is %u (must be a power of two from 128 to 4096)",
+             esize);
     return 1;
   }
   if ((uint64_t)count * esize > GPT_MAX_ENTRIES_BYTES) {
-    *why = "NumberOfPartitionEntries too large";
+    snprintf(why, cap, "NumberOfPartitionEntries is %u (at most %u entries of %u bytes)", count,
+             GPT_MAX_ENTRIES_BYTES / esize, esize);
     return 1;
   }
   uint64_t bytes = (uint64_t)count * esize;
   if (entries_lba == 0 || entries_lba > d->size / ss || bytes > d->size - entries_lba * ss) {
-    *why = "PartitionEntryLBA out of range";
+    snprintf(why, cap, "PartitionEntryLBA is %llu; %u entries of %u bytes there are outside "
+             "the disk (%llu sectors)", (unsigned long long)entries_lba, count, esize,
+             (unsigned long long)(d->size / ss));
     return 1;
   }
   uint8_t *ents = malloc(bytes ? bytes : 1);
@@ -154,8 +161,10 @@ static int gpt_try(struct disk *d, struct part_table *pt, uint32_t ss, uint64_t 
   int ret = -1;
   if (disk_pread(d, ents, bytes, entries_lba * ss, e) < 0)
     goto out;
-  if ((uint32_t)crc32(0, ents, (uInt)bytes) != ecrc) {
-    *why = "partition entry array CRC32 mismatch";
+  uint32_t esum = (uint32_t)crc32(0, ents, (uInt)bytes);
+  if (esum != ecrc) {
+    snprintf(why, cap, "PartitionEntryArrayCRC32 is 0x%08x but the entries sum to 0x%08x", ecrc,
+             esum);
     ret = 1;
     goto out;
   }
@@ -186,17 +195,21 @@ out:
   return ret;
 }
 
-static int gpt_read(struct disk *d, struct part_table *pt, uint32_t ss, struct error *e)
+/* Reads the GPT on ss-byte sectors: 0 found (the primary, or the backup when
+ * the primary is bad), 1 both headers bad (why each in why[cap]; *sig when
+ * either has the signature), -1 error. */
+static int gpt_read(struct disk *d, struct part_table *pt, uint32_t ss, char *why, size_t cap,
+                    bool *sig, struct error *e)
 {
-  const char *why = NULL, *why_backup = NULL;
-  int r = gpt_try(d, pt, ss, 1, &why, e);
+  char why_primary[128], why_backup[128];
+  int r = gpt_try(d, pt, ss, 1, why_primary, sizeof why_primary, e);
   if (r < 0)
     return -1;
   uint64_t last = d->size / ss - 1;
   if (r == 0) {
     /* Check the backup too, without keeping its entries. */
     struct part_table tmp = { 0 };
-    int rb = gpt_try(d, &tmp, ss, last, &why_backup, e);
+    int rb = gpt_try(d, &tmp, ss, last, why_backup, sizeof why_backup, e);
     part_free(&tmp);
     if (rb < 0)
       return -1;
@@ -204,9 +217,16 @@ static int gpt_read(struct disk *d, struct part_table *pt, uint32_t ss, struct e
     return 0;
   }
   pt->n = 0;
-  r = gpt_try(d, pt, ss, last, &why_backup, e);
+  r = gpt_try(d, pt, ss, last, why_backup, sizeof why_backup, e);
   if (r == 0)
     pt->gpt_backup_used = true;
+  if (r == 1) {
+    static const char nosig[] = "no 'EFI PART' signature";
+    *sig = strcmp(why_primary, nosig) != 0 || strcmp(why_backup, nosig) != 0;
+    snprintf(why, cap, "primary header (LBA 1%s): %s; backup header (LBA %llu): %s",
+             ss == 512 ? "" : " of 4096-byte sectors", why_primary, (unsigned long long)last,
+             why_backup);
+  }
   return r;
 }
 
@@ -268,11 +288,16 @@ int part_read(struct disk *d, struct part_table *pt, struct error *e)
         others = true;
     }
   if (protective || !has_mbr) {
-    /* GPT, on 512-byte sectors or on 4 KiB ones. */
+    /* GPT, on 512-byte sectors or on 4 KiB ones. When neither has one, say
+     * why if a header has the signature or the MBR promises a GPT. */
+    char why[sizeof pt->gpt_invalid] = "";
+    bool why_sig = false;
     for (uint32_t ss = 512; ss <= 4096; ss *= 8) {
       if (d->size < 3ull * ss)
         break;
-      int r = gpt_read(d, pt, ss, e);
+      char w[sizeof pt->gpt_invalid];
+      bool sig = false;
+      int r = gpt_read(d, pt, ss, w, sizeof w, &sig, e);
       if (r < 0)
         return -1;
       if (r == 0) {
@@ -280,7 +305,13 @@ int part_read(struct disk *d, struct part_table *pt, struct error *e)
         pt->kind = protective && others ? PT_HYBRID : PT_GPT;
         return 0;
       }
+      if (!why[0] || (sig && !why_sig)) {
+        memcpy(why, w, sizeof why);
+        why_sig = sig;
+      }
     }
+    if (why[0] && (why_sig || protective))
+      memcpy(pt->gpt_invalid, why, sizeof why);
     if (!has_mbr)
       return 0;
   }

@@ -29,6 +29,7 @@ struct part_table {
   bool gpt_backup_used;   /* the primary GPT was damaged */
   bool gpt_backup_bad;    /* the backup GPT is missing or damaged */
   bool mbr_loop;          /* an extended partition chain looped or ran too long */
+  char gpt_invalid[352];  /* both GPT headers refused: why each, naming the field */
   uint8_t mbr[512];       /* sector 0, for boot code checks */
 };
 

@@ -1,9 +1,9 @@
 #!/bin/bash
-# bench/import.sh - amiport import into tests/fakeaws: client CPU per GiB
-# against the SHA-256 floor, and the block requests a second the client can
-# sustain on this machine.
+# bench/ebs.sh - amiport import into tests/fakeaws and export back from
+# it: client CPU per GiB against the SHA-256 floor, and the block requests a
+# second the client can sustain on this machine.
 #
-# Usage: bench/import.sh [AMIPORT_BINARY]
+# Usage: bench/ebs.sh [AMIPORT_BINARY]
 # Environment: BENCH_DIR (default /tmp/amiport-bench), BENCH_DATA_MIB (1024),
 # BENCH_REPEAT (3; the median is reported).
 #
@@ -22,8 +22,8 @@ BENCH_DIR=${BENCH_DIR:-/tmp/amiport-bench}
 DATA_MIB=${BENCH_DATA_MIB:-1024}
 REPEAT=${BENCH_REPEAT:-3}
 TIME=/usr/bin/time
-[ -x "$AMIPORT" ] || { echo "import.sh: $AMIPORT is not executable" >&2; exit 1; }
-[ -x $TIME ] || { echo "import.sh: GNU time is needed (apt-get install time)" >&2; exit 1; }
+[ -x "$AMIPORT" ] || { echo "ebs.sh: $AMIPORT is not executable" >&2; exit 1; }
+[ -x $TIME ] || { echo "ebs.sh: GNU time is needed (apt-get install time)" >&2; exit 1; }
 mkdir -p "$BENCH_DIR"
 W=$(mktemp -d "$BENCH_DIR/import.XXXXXX")
 SRV=
@@ -47,7 +47,7 @@ export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null XDG_STATE
 
 cat "$input" >/dev/null # both runs read from the page cache
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-: >"$W/sha" ; : >"$W/imp" ; : >"$W/wall"
+: >"$W/sha" ; : >"$W/imp" ; : >"$W/wall" ; : >"$W/exp" ; : >"$W/ewall"
 for i in $(seq "$REPEAT"); do
   $TIME -f '%U %S' -o "$W/t" openssl dgst -sha256 "$input" >/dev/null
   awk '{ print $1 + $2 }' "$W/t" >>"$W/sha"
@@ -57,12 +57,20 @@ for i in $(seq "$REPEAT"); do
   awk '{ print $1 + $2 }' "$W/t" >>"$W/imp"
   awk '{ print $3 }' "$W/t" >>"$W/wall"
   awk '{ print $4 }' "$W/t" >"$W/rss"
+  snap=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["snapshot_id"])' "$W/out.json")
+  rm -f "$W/back.raw"
+  $TIME -f '%U %S %e %M' -o "$W/t" "$AMIPORT" export "$snap" "$W/back.raw" 2>/dev/null
+  awk '{ print $1 + $2 }' "$W/t" >>"$W/exp"
+  awk '{ print $3 }' "$W/t" >>"$W/ewall"
+  cmp -n $((DATA_MIB << 20)) "$input" "$W/back.raw" || { echo "ebs.sh: the export differs" >&2; exit 1; }
 done
 sha=$(median <"$W/sha")
 imp=$(median <"$W/imp")
 wall=$(median <"$W/wall")
 rss=$(cat "$W/rss")
-awk -v sha="$sha" -v imp="$imp" -v wall="$wall" -v n="$blocks" -v mib="$DATA_MIB" -v rss="$rss" 'BEGIN {
+exp=$(median <"$W/exp")
+ewall=$(median <"$W/ewall")
+awk -v ex="$exp" -v ewall="$ewall" -v sha="$sha" -v imp="$imp" -v wall="$wall" -v n="$blocks" -v mib="$DATA_MIB" -v rss="$rss" 'BEGIN {
   gib = mib / 1024
   ratio = imp / sha
   cap1 = n / imp
@@ -72,4 +80,6 @@ awk -v sha="$sha" -v imp="$imp" -v wall="$wall" -v n="$blocks" -v mib="$DATA_MIB
   printf "client capacity               %.0f requests/s per core, %.0f on 2 cores (target >= 1000): %s\n", cap1, 2 * cap1, 2 * cap1 >= 1000 ? "PASS" : "MISS"
   printf "throughput into the emulator  %.0f MiB/s, %.0f requests/s (the Python emulator is the bound)\n", mib / wall, n / wall
   printf "amiport peak RSS              %.0f MiB\n", rss / 1024
+  printf "amiport export client CPU     %.2f s/GiB   ratio %.2f x the floor (target <= 1.5): %s\n", ex / gib, ex / sha, ex / sha <= 1.5 ? "PASS" : "MISS"
+  printf "export throughput             %.0f MiB/s from the emulator\n", mib / ewall
 }'
