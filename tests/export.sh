@@ -102,6 +102,24 @@ awsx ec2 register-image --name instance-store-image --image-location bucket/imag
 is=$(json_get "$T/is.json" ImageId)
 expect_rc 1 export "$is" "$T/dst/is.raw"
 stderr_has "instance-store"
+# --- hostile answers (fixtures/hostile/): refused by name, nothing left ---
+hostile() { # OP FILE PATTERN ARGS...
+  local op=$1 file=$SRCDIR/fixtures/hostile/$2 pattern=$3
+  shift 3
+  fakeaws_ctl POST faults "$(/usr/bin/python3 -c 'import json,sys; print(json.dumps([{"op": sys.argv[1], "kind": "answer", "body": open(sys.argv[2]).read()}]))' "$op" "$file")" >/dev/null
+  expect_rc 1 "$@"
+  stderr_has "$pattern"
+  dir_empty "$T/dst"
+}
+hostile ListSnapshotBlocks ebs-list-index-2e63.json "BlockIndex [0-9]+ is outside the volume" export "$snap" "$T/dst/h.raw"
+hostile ListSnapshotBlocks ebs-list-repeated-index.json "BlockIndex 5 is not in ascending order" export "$snap" "$T/dst/h.raw"
+hostile ListSnapshotBlocks ebs-list-block-size.json "BlockSize is 4096, not 524288" export "$snap" "$T/dst/h.raw"
+hostile ListSnapshotBlocks ebs-list-volume-huge.json "VolumeSize is [0-9]+ GiB \\(must be 1 to 65536\\)" export "$snap" "$T/dst/h.raw"
+hostile ListSnapshotBlocks ebs-list-wrong-types.json "block entry 0 lacks BlockIndex or BlockToken" info "ebs:$snap"
+hostile DescribeImages ec2-images-entity-bomb.xml "DescribeImages: the answer is not XML" export "$ami" "$T/dst/h.raw"
+! grep -q "root:" "$T/stderr" || fail "an external entity was expanded"
+fakeaws_ctl POST faults '[]' >/dev/null
+
 awsx ec2 deregister-image --image-id "$ami" >/dev/null || fail "aws ec2 deregister-image"
 expect_rc 1 export "$ami" "$T/dst/gone.raw"
 stderr_has "$ami" "does not exist|deregistered"

@@ -60,6 +60,20 @@ struct ebs_upload {
 /* Sends every block of src the sparse mode asks for into a pending snapshot. */
 int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e);
 
+/* A snapshot's block list, from ListSnapshotBlocks pages (ebs_read.c). */
+struct ebs_blocks {
+  uint64_t volume_gib;
+  uint64_t n, cap;
+  uint64_t *index; /* ascending */
+  char **token;
+};
+/* Adds one page (an untrusted JSON answer) to l: every index inside the
+ * volume and above the last, tokens bounded, at most max_bytes of list;
+ * next gets the page token to ask for next, percent-encoded, or "". */
+int ebs_blocks_page(struct ebs_blocks *l, const char *snap, const char *body, uint64_t max_bytes,
+                    char *next, size_t nextlen, struct error *e);
+void ebs_blocks_free(struct ebs_blocks *l);
+
 /* A completed snapshot as a read-only image (ebs_read.c): its map from
  * ListSnapshotBlocks, its data from GetSnapshotBlock, each block verified.
  * The image owns its own AWS context, made from ao. */

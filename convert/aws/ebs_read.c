@@ -28,9 +28,7 @@ struct ebs_cached {
 struct ebs_src {
   struct aws_ctx ctx;
   char snap[EBS_ID_MAX];
-  uint64_t nblocks;  /* listed */
-  uint64_t *index;   /* ascending */
-  char **token;
+  struct ebs_blocks blocks;
   pthread_mutex_t lock;
   struct aws_xfer *pool[EBS_POOL];
   unsigned npool;
@@ -39,104 +37,123 @@ struct ebs_src {
   uint64_t fetched;  /* GetSnapshotBlock answers used */
 };
 
-static int ebs_src_list(struct ebs_src *s, uint64_t max_bytes, uint64_t *volume_gib,
-                        struct error *e)
+int ebs_blocks_page(struct ebs_blocks *l, const char *snap, const char *body, uint64_t max_bytes,
+                    char *next, size_t nextlen, struct error *e)
+{
+  json_object *j = json_tokener_parse(body), *blocks, *v;
+  int rc = -1;
+  next[0] = 0;
+  if (!j || !json_object_object_get_ex(j, "Blocks", &blocks) ||
+      !json_object_is_type(blocks, json_type_array)) {
+    error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: the answer has no Blocks list", snap);
+    goto out;
+  }
+  if (json_object_object_get_ex(j, "BlockSize", &v) && json_object_get_int64(v) != EBS_BLOCK) {
+    error_set(e, ERR_UNSUPPORTED, "EBS ListSnapshotBlocks %s: BlockSize is %lld, not %u", snap,
+              (long long)json_object_get_int64(v), EBS_BLOCK);
+    goto out;
+  }
+  if (!json_object_object_get_ex(j, "VolumeSize", &v) || json_object_get_int64(v) < 1 ||
+      json_object_get_int64(v) > EBS_MAX_VOLUME_GIB) {
+    error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: VolumeSize is %lld GiB (must be 1 to %u)",
+              snap, v ? (long long)json_object_get_int64(v) : -1LL, EBS_MAX_VOLUME_GIB);
+    goto out;
+  }
+  if (l->volume_gib && l->volume_gib != (uint64_t)json_object_get_int64(v)) {
+    error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: VolumeSize changed from page to page", snap);
+    goto out;
+  }
+  l->volume_gib = (uint64_t)json_object_get_int64(v);
+  uint64_t limit = l->volume_gib * ((1ull << 30) / EBS_BLOCK);
+  size_t n = json_object_array_length(blocks);
+  for (size_t i = 0; i < n; i++) {
+    json_object *b = json_object_array_get_idx(blocks, i), *bi, *bt;
+    if (!json_object_object_get_ex(b, "BlockIndex", &bi) ||
+        !json_object_object_get_ex(b, "BlockToken", &bt) ||
+        !json_object_is_type(bi, json_type_int) || !json_object_is_type(bt, json_type_string)) {
+      error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: block entry %zu lacks BlockIndex or "
+                "BlockToken", snap, i);
+      goto out;
+    }
+    int64_t idx = json_object_get_int64(bi);
+    if (idx < 0 || (uint64_t)idx >= limit || (l->n && (uint64_t)idx <= l->index[l->n - 1])) {
+      error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: BlockIndex %lld is %s", snap,
+                (long long)idx, idx < 0 || (uint64_t)idx >= limit ? "outside the volume"
+                                                                  : "not in ascending order");
+      goto out;
+    }
+    if (json_object_get_string_len(bt) < 1 || json_object_get_string_len(bt) >= EBS_TOKEN_MAX) {
+      error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: BlockToken of block %lld is %d bytes",
+                snap, (long long)idx, json_object_get_string_len(bt));
+      goto out;
+    }
+    if (l->n == l->cap) {
+      uint64_t cap = l->cap ? l->cap * 2 : 1024;
+      if (cap * (sizeof(uint64_t) + sizeof(char *) + 128) > max_bytes) {
+        error_set(e, ERR_UNSUPPORTED, "EBS ListSnapshotBlocks %s: more than %llu blocks, over "
+                  "the %llu-byte limit for tables", snap, (unsigned long long)l->n,
+                  (unsigned long long)max_bytes);
+        goto out;
+      }
+      uint64_t *ni = realloc(l->index, cap * sizeof *ni);
+      if (ni)
+        l->index = ni;
+      char **nt = realloc(l->token, cap * sizeof *nt);
+      if (nt)
+        l->token = nt;
+      if (!ni || !nt) {
+        error_set(e, ERR_NOMEM, "out of memory for the block list of %s", snap);
+        goto out;
+      }
+      l->cap = cap;
+    }
+    if (!(l->token[l->n] = strdup(json_object_get_string(bt)))) {
+      error_set(e, ERR_NOMEM, "out of memory for the block list of %s", snap);
+      goto out;
+    }
+    l->index[l->n++] = (uint64_t)idx;
+  }
+  if (json_object_object_get_ex(j, "NextToken", &v) && json_object_is_type(v, json_type_string) &&
+      json_object_get_string_len(v) > 0) {
+    if (json_object_get_string_len(v) >= EBS_TOKEN_MAX ||
+        aws_uri_encode(json_object_get_string(v), next, nextlen) == (size_t)-1) {
+      error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: NextToken is %d bytes", snap,
+                json_object_get_string_len(v));
+      goto out;
+    }
+  }
+  rc = 0;
+out:
+  json_object_put(j);
+  return rc;
+}
+
+void ebs_blocks_free(struct ebs_blocks *l)
+{
+  for (uint64_t i = 0; i < l->n; i++)
+    free(l->token[i]);
+  free(l->token);
+  free(l->index);
+  memset(l, 0, sizeof *l);
+}
+
+static int ebs_src_list(struct ebs_src *s, uint64_t max_bytes, struct error *e)
 {
   char next[EBS_TOKEN_MAX * 3 + 1] = "";
-  uint64_t cap = 0, last = 0;
   for (unsigned page = 0;; page++) {
+    if (page > 100000) /* 10^9 blocks: more than any volume has */
+      return error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: too many pages", s->snap);
     char path[128], query[sizeof next + 64];
     snprintf(path, sizeof path, "/snapshots/%s/blocks", s->snap);
     snprintf(query, sizeof query, "maxResults=10000%s%s", next[0] ? "&pageToken=" : "", next);
     struct aws_req rq = { .svc = AWS_EBS, .method = "GET", .path = path, .query = query,
                           .resp_max = 4u << 20 };
     struct aws_resp r = { 0 };
-    if (aws_call(&s->ctx, &rq, "EBS ListSnapshotBlocks", &r, e) < 0) {
-      free(r.body);
-      return -1;
-    }
-    json_object *j = json_tokener_parse(r.body ? r.body : ""), *blocks, *v;
+    int rc = aws_call(&s->ctx, &rq, "EBS ListSnapshotBlocks", &r, e);
+    if (rc == 0)
+      rc = ebs_blocks_page(&s->blocks, s->snap, r.body ? r.body : "", max_bytes, next,
+                           sizeof next, e);
     free(r.body);
-    int rc = -1;
-    if (!j || !json_object_object_get_ex(j, "Blocks", &blocks) ||
-        !json_object_is_type(blocks, json_type_array)) {
-      error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: the answer has no Blocks list", s->snap);
-      goto page_out;
-    }
-    if (json_object_object_get_ex(j, "BlockSize", &v) && json_object_get_int64(v) != EBS_BLOCK) {
-      error_set(e, ERR_UNSUPPORTED, "EBS ListSnapshotBlocks %s: BlockSize is %lld, not %u",
-                s->snap, (long long)json_object_get_int64(v), EBS_BLOCK);
-      goto page_out;
-    }
-    if (!json_object_object_get_ex(j, "VolumeSize", &v) ||
-        json_object_get_int64(v) < 1 || json_object_get_int64(v) > EBS_MAX_VOLUME_GIB) {
-      error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: VolumeSize is %lld GiB (must be 1 to %u)",
-                s->snap, v ? (long long)json_object_get_int64(v) : -1LL, EBS_MAX_VOLUME_GIB);
-      goto page_out;
-    }
-    *volume_gib = (uint64_t)json_object_get_int64(v);
-    uint64_t limit = *volume_gib * ((1ull << 30) / EBS_BLOCK);
-    size_t n = json_object_array_length(blocks);
-    for (size_t i = 0; i < n; i++) {
-      json_object *b = json_object_array_get_idx(blocks, i), *bi, *bt;
-      if (!json_object_object_get_ex(b, "BlockIndex", &bi) ||
-          !json_object_object_get_ex(b, "BlockToken", &bt) ||
-          !json_object_is_type(bi, json_type_int) || !json_object_is_type(bt, json_type_string)) {
-        error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: block entry %zu lacks BlockIndex or "
-                  "BlockToken", s->snap, i);
-        goto page_out;
-      }
-      int64_t idx = json_object_get_int64(bi);
-      if (idx < 0 || (uint64_t)idx >= limit || (s->nblocks && (uint64_t)idx <= last)) {
-        error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: BlockIndex %lld is %s", s->snap,
-                  (long long)idx, idx < 0 || (uint64_t)idx >= limit ? "outside the volume"
-                                                                    : "not in ascending order");
-        goto page_out;
-      }
-      if (json_object_get_string_len(bt) < 1 || json_object_get_string_len(bt) >= EBS_TOKEN_MAX) {
-        error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: BlockToken of block %lld is %d bytes",
-                  s->snap, (long long)idx, json_object_get_string_len(bt));
-        goto page_out;
-      }
-      if (s->nblocks == cap) {
-        cap = cap ? cap * 2 : 1024;
-        if (cap * (sizeof(uint64_t) + sizeof(char *) + 128) > max_bytes) {
-          error_set(e, ERR_UNSUPPORTED, "EBS ListSnapshotBlocks %s: more than %llu blocks, over "
-                    "the %llu-byte limit for tables", s->snap, (unsigned long long)s->nblocks,
-                    (unsigned long long)max_bytes);
-          goto page_out;
-        }
-        uint64_t *ni = realloc(s->index, cap * sizeof *ni);
-        if (ni)
-          s->index = ni;
-        char **nt = realloc(s->token, cap * sizeof *nt);
-        if (nt)
-          s->token = nt;
-        if (!ni || !nt) {
-          error_set(e, ERR_NOMEM, "out of memory for the block list of %s", s->snap);
-          goto page_out;
-        }
-      }
-      s->index[s->nblocks] = last = (uint64_t)idx;
-      if (!(s->token[s->nblocks] = strdup(json_object_get_string(bt)))) {
-        error_set(e, ERR_NOMEM, "out of memory for the block list of %s", s->snap);
-        goto page_out;
-      }
-      s->nblocks++;
-    }
-    next[0] = 0;
-    if (json_object_object_get_ex(j, "NextToken", &v) && json_object_is_type(v, json_type_string) &&
-        json_object_get_string_len(v) > 0) {
-      if (json_object_get_string_len(v) >= EBS_TOKEN_MAX || page > 100000) {
-        error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: NextToken too long, or too many pages",
-                  s->snap);
-        goto page_out;
-      }
-      aws_uri_encode(json_object_get_string(v), next, sizeof next);
-    }
-    rc = 0;
-  page_out:
-    json_object_put(j);
     if (rc < 0)
       return -1;
     if (!next[0])
@@ -147,15 +164,16 @@ static int ebs_src_list(struct ebs_src *s, uint64_t max_bytes, uint64_t *volume_
 /* Position of block b in the list, or -1. */
 static int64_t ebs_src_find(const struct ebs_src *s, uint64_t b)
 {
-  size_t lo = 0, hi = s->nblocks;
+  const struct ebs_blocks *l = &s->blocks;
+  size_t lo = 0, hi = l->n;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (s->index[mid] < b)
+    if (l->index[mid] < b)
       lo = mid + 1;
     else
       hi = mid;
   }
-  return lo < s->nblocks && s->index[lo] == b ? (int64_t)lo : -1;
+  return lo < l->n && l->index[lo] == b ? (int64_t)lo : -1;
 }
 
 static struct aws_xfer *ebs_src_take(struct ebs_src *s)
@@ -220,7 +238,7 @@ static int ebs_src_fetch(struct ebs_src *s, struct fetch *f, size_t n, struct er
     snprintf(f[i].path, sizeof f[i].path, "/snapshots/%s/blocks/%llu", s->snap,
              (unsigned long long)f[i].block);
     char *q = f[i].query + snprintf(f[i].query, sizeof f[i].query, "blockToken=");
-    aws_uri_encode(s->token[f[i].pos], q, sizeof f[i].query - (size_t)(q - f[i].query));
+    aws_uri_encode(s->blocks.token[f[i].pos], q, sizeof f[i].query - (size_t)(q - f[i].query));
     f[i].rq = (struct aws_req){ .svc = AWS_EBS, .method = "GET", .path = f[i].path,
                                 .query = f[i].query, .resp_max = EBS_BLOCK + 1 };
     if (!(f[i].x = ebs_src_take(s)) || aws_xfer_prepare(f[i].x, &s->ctx, &f[i].rq, e) < 0)
@@ -357,7 +375,7 @@ static int ebs_src_describe(struct img *im, struct json_object *obj, struct erro
   (void)e;
   struct ebs_src *s = im->priv;
   json_object_object_add(obj, "snapshot-id", json_object_new_string(s->snap));
-  json_object_object_add(obj, "blocks", json_object_new_int64((int64_t)s->nblocks));
+  json_object_object_add(obj, "blocks", json_object_new_int64((int64_t)s->blocks.n));
   return 0;
 }
 
@@ -366,10 +384,7 @@ static void ebs_src_close(struct img *im)
   struct ebs_src *s = im->priv;
   if (!s)
     return;
-  for (uint64_t i = 0; i < s->nblocks; i++)
-    free(s->token[i]);
-  free(s->token);
-  free(s->index);
+  ebs_blocks_free(&s->blocks);
   for (unsigned i = 0; i < s->npool; i++) {
     aws_xfer_free(s->pool[i]);
     free(s->pool[i]);
@@ -425,8 +440,7 @@ struct img *ebs_open(const struct aws_opts *ao, const char *snapshot_id, uint64_
     return NULL;
   }
   sprintf(im->path, "ebs:%s", snapshot_id);
-  uint64_t gib = 0;
-  if (ebs_src_list(s, max_table_bytes ? max_table_bytes : IMG_DEFAULT_TABLE_CAP, &gib, e) < 0) {
+  if (ebs_src_list(s, max_table_bytes ? max_table_bytes : IMG_DEFAULT_TABLE_CAP, e) < 0) {
     /* only completed snapshots can be read: say so when that is why */
     char state[32], progress[32];
     struct error se = { 0 };
@@ -443,6 +457,6 @@ struct img *ebs_open(const struct aws_opts *ao, const char *snapshot_id, uint64_
     img_close(im);
     return NULL;
   }
-  im->size = gib << 30;
+  im->size = s->blocks.volume_gib << 30;
   return im;
 }

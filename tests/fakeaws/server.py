@@ -35,7 +35,7 @@ from state import Store  # noqa: E402
 DEFAULT_ACCESS_KEY = "AKIDEXAMPLE"
 DEFAULT_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
-FAULT_KINDS = ("throttle", "500", "drop", "drop_after", "slow", "corrupt", "stuck")
+FAULT_KINDS = ("throttle", "500", "drop", "drop_after", "slow", "corrupt", "stuck", "answer")
 # Kinds that only make sense for one operation.
 FAULT_ONLY_FOR = {"corrupt": ("GetSnapshotBlock", "PutSnapshotBlock"), "stuck": ("CompleteSnapshot",)}
 
@@ -56,7 +56,7 @@ class Faults:
         for r in rules:
             if not isinstance(r, dict):
                 raise ValueError("a fault rule must be an object: %r" % (r,))
-            unknown = set(r) - {"op", "kind", "every", "count", "delay_ms"}
+            unknown = set(r) - {"op", "kind", "every", "count", "delay_ms", "body"}
             if unknown:
                 raise ValueError("unknown fault rule keys %s" % sorted(unknown))
             op, kind = r.get("op", "*"), r.get("kind")
@@ -68,8 +68,11 @@ class Faults:
                     raise ValueError("%s must be an integer >= %d" % (name, 1 if name == "every" else 0))
             if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
                 raise ValueError("count must be an integer >= 0")
+            body = r.get("body")
+            if (kind == "answer") != isinstance(body, str):
+                raise ValueError("a rule of kind 'answer' takes a string 'body', and only it")
             out.append({"op": op, "kind": kind, "every": every, "count": count, "delay_ms": delay,
-                        "seen": 0, "injected": 0})
+                        "body": body, "seen": 0, "injected": 0})
         return out
 
     def set(self, rules):
@@ -280,6 +283,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if kind == "drop":
                     self._drop()
                     srv.log_request(op, service, "dropped", fault, t0)
+                    return
+                if kind == "answer":
+                    # a hostile service: this body, verbatim, as a success
+                    out = fault["body"].encode()
+                    self._send(200, [("Content-Type", "application/json" if service == "ebs"
+                                      else "text/xml")], out)
+                    srv.log_request(op, service, 200, fault, t0)
                     return
                 if kind == "slow":
                     time.sleep(fault["delay_ms"] / 1000.0)

@@ -1,7 +1,8 @@
 /* fuzz_aws_answers.c - libFuzzer harness: the answers AWS sends, as amiport
- * reads them. The first byte picks the shape: EBS (an x-amzn-ErrorType line,
- * then a JSON body: errors and StartSnapshot) or EC2 (XML: errors,
- * DescribeSnapshots, DescribeImages, RegisterImage). */
+ * reads them. The first byte picks the shape: EC2 (XML: errors,
+ * DescribeSnapshots, DescribeImages, RegisterImage), EBS (an x-amzn-ErrorType
+ * line, then a JSON body: errors and StartSnapshot), or ListSnapshotBlocks
+ * pages (the rest split at the first newline into two pages, read in turn). */
 #include "ec2.h"
 
 #include <stdlib.h>
@@ -19,7 +20,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   struct aws_resp r = { .body = body, .len = size - 1 };
   char code[128], msg[400], id[EBS_ID_MAX];
   struct error e = { 0 };
-  if (data[0] & 1) {
+  if (data[0] % 3 == 2) {
+    struct ebs_blocks l = { 0 };
+    char next[256];
+    char *nl = strchr(body, '\n');
+    if (nl)
+      *nl = 0;
+    if (ebs_blocks_page(&l, "snap-fuzz", body, 1 << 20, next, sizeof next, &e) == 0 && nl)
+      ebs_blocks_page(&l, "snap-fuzz", nl + 1, 1 << 20, next, sizeof next, &e);
+    ebs_blocks_free(&l);
+  } else if (data[0] % 3 == 1) {
     /* EBS: a first line is the x-amzn-ErrorType header */
     char *nl = memchr(body, '\n', size - 1);
     if (nl) {
