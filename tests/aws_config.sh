@@ -596,12 +596,14 @@ AWS_EC2_METADATA_SERVICE_ENDPOINT=$IMDS_URL ctx_fails
 err_has "no AWS credentials" "no IAM role"
 
 start_imds hang --hang
-CASE="IMDS: a silent service costs about a second, not a hang"
+CASE="IMDS: a silent service costs a second's timeout, not a hang"
 t0=$(date +%s%N)
 AWS_EC2_METADATA_SERVICE_ENDPOINT=$IMDS_URL ctx_fails
 ms=$((($(date +%s%N) - t0) / 1000000))
 err_has "no AWS credentials" "metadata"
-[ "$ms" -lt 5000 ] || fail "$CASE: awsctx took $ms ms against a silent IMDS"
+# one 1 s timeout; the bound is loose because a sanitizer build on a loaded
+# machine has been seen to need 8 s in all, while a hang is for ever
+[ "$ms" -lt 20000 ] || fail "$CASE: awsctx took $ms ms against a silent IMDS"
 info "a silent IMDS: awsctx gave up after $ms ms"
 CASE="IMDS: nothing listening"
 AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:1 ctx_fails --region us-east-1
