@@ -119,6 +119,7 @@ while read -r name arch kver modes <&3; do
   fi
   k=$((k + 1))
 done 3<"$T/positive"
+stop_fakeaws
 
 # 3. The boots, BOOT_JOBS at a time. Each leg leaves "PASS|FAIL seconds what"
 #    in $T/legs/N.result and its serial console in $T/legs/N.log.

@@ -372,6 +372,15 @@ start_fakeaws() {
   : >"$AWS_SHARED_CREDENTIALS_FILE"
 }
 
+# stop_fakeaws - stops the emulator early (a test that later waits for its
+# own background jobs must not wait for it too).
+stop_fakeaws() {
+  [ -n "$FAKEAWS_PID" ] || return 0
+  kill "$FAKEAWS_PID" 2>/dev/null
+  wait "$FAKEAWS_PID" 2>/dev/null
+  FAKEAWS_PID=
+}
+
 # fakeaws_ctl METHOD PATH [JSON] - the emulator's unsigned control endpoint.
 fakeaws_ctl() {
   curl -sf -X "$1" ${3:+-H 'Content-Type: application/json' --data "$3"} "$FAKEAWS_URL/_fakeaws/$2" ||
