@@ -5,6 +5,7 @@
 #include "image.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,22 +322,32 @@ int img_pread_file(int fd, void *buf, size_t len, uint64_t off, const char *path
   return 0;
 }
 
+/* Buffered writes to one file take its inode lock in the kernel, and a
+ * writer that finds it taken spins on it: with every copy worker writing,
+ * that spinning cost more CPU than the copy. Writers queue here instead,
+ * asleep; the reading, hashing and compressing around them stay parallel. */
+static pthread_mutex_t img_write_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int img_pwrite_file(int fd, const void *buf, size_t len, uint64_t off, const char *path,
                     struct error *e)
 {
   const uint8_t *p = buf;
+  int rc = 0;
+  pthread_mutex_lock(&img_write_lock);
   while (len) {
     ssize_t n = pwrite(fd, p, len, (off_t)off);
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      return error_errno(e, "%s: write at offset %llu", path, (unsigned long long)off);
+      rc = error_errno(e, "%s: write at offset %llu", path, (unsigned long long)off);
+      break;
     }
     p += n;
     off += (uint64_t)n;
     len -= (size_t)n;
   }
-  return 0;
+  pthread_mutex_unlock(&img_write_lock);
+  return rc;
 }
 
 int img_sync(struct img *im)
