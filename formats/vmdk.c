@@ -169,10 +169,11 @@ static long vdesc_binary_at(const char *s, size_t len, bool embedded)
 {
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c == 0 && embedded)
-      return -1;
+    /* The text ends at the first NUL, as in qemu, which reads it as a C
+     * string: qemu-img itself leaves stale bytes after it when it rewrites a
+     * descriptor with a shorter CID. A file that starts with NUL is binary. */
     if (c == 0)
-      return buf_is_zero(s + i, len - i) ? -1 : (long)i;
+      return i > 0 || embedded ? -1 : 0;
     if (c < 0x20 && c != '\n' && c != '\r' && c != '\t')
       return (long)i;
   }

@@ -114,6 +114,13 @@ for sf in monolithicSparse streamOptimized monolithicFlat twoGbMaxExtentSparse t
 done
 info "read every qemu-img subformat"
 
+# qemu-img rewrites a flat descriptor when it changes the CID; a shorter CID
+# leaves the old tail after the NUL that ends the text. It still reads.
+cp "$T/monolithicFlat/d.vmdk" "$T/monolithicFlat/stale.vmdk"
+printf '\0"\n' | dd of="$T/monolithicFlat/stale.vmdk" bs=1 seek=400 conv=notrunc status=none
+amiport_ok convert -f vmdk -O raw "$T/monolithicFlat/stale.vmdk" "$T/stale.raw"
+cmp "$T/stale.raw" "$T/src.raw" || fail "a descriptor with bytes after its NUL reads differently"
+
 # --- adapter types (also in the human output) ---------------------------------
 for ad in ide lsilogic buslogic legacyESX; do
   qimg convert -f raw -O vmdk -o adapter_type=$ad,hwversion=6 "$T/src.raw" "$T/ad-$ad.vmdk"
