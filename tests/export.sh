@@ -80,7 +80,7 @@ fakeaws_ctl POST faults '[]' >/dev/null
 fakeaws_ctl POST faults '[{"op": "GetSnapshotBlock", "kind": "throttle", "every": 4},
   {"op": "GetSnapshotBlock", "kind": "drop", "every": 7},
   {"op": "GetSnapshotBlock", "kind": "500", "every": 9},
-  {"op": "GetSnapshotBlock", "kind": "corrupt", "every": 11},
+  {"op": "GetSnapshotBlock", "kind": "corrupt", "every": 11, "count": 2},
   {"op": "ListSnapshotBlocks", "kind": "throttle", "count": 1},
   {"op": "DescribeImages", "kind": "drop", "count": 1}]' >/dev/null
 amiport_ok export -O qcow2 "$ami" "$T/faults.qcow2"
