@@ -77,9 +77,9 @@ dir_empty "$T/dst"
 fakeaws_ctl POST faults '[]' >/dev/null
 
 # --- throttling, 500s and dropped connections: still identical ---
-fakeaws_ctl POST faults '[{"op": "GetSnapshotBlock", "kind": "throttle", "every": 4},
-  {"op": "GetSnapshotBlock", "kind": "drop", "every": 7},
-  {"op": "GetSnapshotBlock", "kind": "500", "every": 9},
+fakeaws_ctl POST faults '[{"op": "GetSnapshotBlock", "kind": "throttle", "every": 6},
+  {"op": "GetSnapshotBlock", "kind": "drop", "every": 9},
+  {"op": "GetSnapshotBlock", "kind": "500", "every": 13},
   {"op": "GetSnapshotBlock", "kind": "corrupt", "every": 11, "count": 2},
   {"op": "ListSnapshotBlocks", "kind": "throttle", "count": 1},
   {"op": "DescribeImages", "kind": "drop", "count": 1}]' >/dev/null

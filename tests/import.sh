@@ -137,9 +137,9 @@ fakeaws_ctl POST faults '[]' >/dev/null
 rm -rf "$XDG_STATE_HOME"/amiport
 
 # --- faults: throttling, 500s, dropped connections: same data ---
-fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "throttle", "every": 5},
-  {"op": "PutSnapshotBlock", "kind": "500", "every": 7},
-  {"op": "PutSnapshotBlock", "kind": "drop", "every": 11},
+fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "throttle", "every": 6},
+  {"op": "PutSnapshotBlock", "kind": "500", "every": 9},
+  {"op": "PutSnapshotBlock", "kind": "drop", "every": 13},
   {"op": "StartSnapshot", "kind": "throttle", "count": 1},
   {"op": "DescribeSnapshots", "kind": "500", "count": 1},
   {"op": "CompleteSnapshot", "kind": "drop", "count": 1}]' >/dev/null
