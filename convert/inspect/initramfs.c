@@ -260,9 +260,13 @@ static int initramfs_skip_zeros(struct src *s, struct error *e)
       ssize_t a = raw_peek(s->raw, 4, e);
       if (a < 0)
         return -1;
+      if (a == 0)
+        return 0;
       p = s->raw->buf + s->raw->at;
       avail = (size_t)a;
     } else {
+      if (!s->out || s->at >= s->len) /* nothing decoded yet: src_read refills */
+        return 0;
       p = s->out + s->at;
       avail = s->len - s->at;
     }
