@@ -8,6 +8,7 @@
  * offsets (FMT_ORDERED_WRITES) take their turn by unit number. Memory is
  * threads x CHUNK plus the queue, whatever the image size. */
 #include "copy.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -38,13 +39,6 @@ struct engine {
   struct error err;
   uint64_t bytes_read, bytes_written;
 };
-
-static double now(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static bool cancelled(struct engine *g)
 {
@@ -199,35 +193,6 @@ out:
   return NULL;
 }
 
-struct progress {
-  bool on;
-  uint64_t total;
-  double start, last;
-};
-
-static void progress_draw(struct progress *p, uint64_t done, bool final)
-{
-  if (!p->on)
-    return;
-  double t = now();
-  if (!final && t - p->last < 0.2)
-    return;
-  p->last = t;
-  double frac = p->total ? (double)done / (double)p->total : 1.0;
-  if (frac > 1.0)
-    frac = 1.0;
-  char bar[31];
-  int fill = (int)(frac * 30);
-  for (int i = 0; i < 30; i++)
-    bar[i] = i < fill ? '#' : '.';
-  bar[30] = 0;
-  double rate = t > p->start ? (double)done / (t - p->start) / (1 << 20) : 0;
-  fprintf(stderr, "\r[%s] %5.1f%%  %.1f/%.1f MiB  %.0f MiB/s ", bar, frac * 100,
-          (double)done / (1 << 20), (double)p->total / (1 << 20), rate);
-  if (final)
-    fputc('\n', stderr);
-}
-
 /* Queues one unit, waiting while the queue is full. */
 static int push_unit(struct engine *g, uint64_t *seq, uint64_t off, uint64_t len,
                      struct progress *p)
@@ -337,7 +302,8 @@ int copy_image(struct img *src, struct img *dst, const struct copy_opts *o,
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     n = cores < 2 ? 2 : cores > 64 ? 64 : (unsigned)cores;
   }
-  struct progress p = { .on = o->progress, .start = now() };
+  struct progress p;
+  progress_start(&p, o->progress, 0);
   if (p.on)
     p.total = count_data(src, o->write_zeros, e);
   pthread_t *tids = calloc(n, sizeof *tids);
@@ -380,7 +346,7 @@ out:
     st->bytes_mapped = p.total;
     st->bytes_read = g.bytes_read;
     st->bytes_written = g.bytes_written;
-    st->seconds = now() - p.start;
+    st->seconds = mono_now() - p.start;
   }
   pthread_mutex_destroy(&g.lock);
   pthread_cond_destroy(&g.changed);

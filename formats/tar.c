@@ -35,8 +35,7 @@ static bool tar_octal(const uint8_t *p, size_t n, uint64_t *out)
   return any || n == 0 || p[0] == 0 || p[0] == ' ';
 }
 
-/* A size: octal, or GNU base-256 when the top bit of the first byte is set. */
-static bool tar_size(const uint8_t *p, uint64_t *out)
+bool tar_size(const uint8_t *p, uint64_t *out)
 {
   if (p[0] & 0x80) {
     if (p[0] != 0x80)
@@ -93,8 +92,7 @@ static int tar_add(struct tar_list *l, const char *name, size_t nlen, uint64_t o
   return 0;
 }
 
-/* Reads a pax extended header's "path" and "size" records. */
-static int tar_pax(const char *d, size_t n, char **pname, uint64_t *psize, bool *has_size,
+int tar_pax(const char *d, size_t n, char **pname, uint64_t *psize, bool *has_size,
                    const char *path, uint64_t at, struct error *e)
 {
   size_t i = 0;

@@ -28,6 +28,13 @@ struct tar_list {
 
 /* Whether a 512-byte block is a tar header with a valid checksum. */
 bool tar_header_ok(const uint8_t *h);
+/* A 12-byte number field: octal, or GNU base-256 when the top bit of the
+ * first byte is set; false on garbage. */
+bool tar_size(const uint8_t *field, uint64_t *out);
+/* Reads a pax extended header's "path" and "size" records (at: the header's
+ * offset, for messages). */
+int tar_pax(const char *d, size_t n, char **pname, uint64_t *psize, bool *has_size,
+            const char *path, uint64_t at, struct error *e);
 /* Lists the regular files of the archive [0, file_size) of fd. */
 int tar_list_read(int fd, uint64_t file_size, const char *path, struct tar_list *out,
                   struct error *e);

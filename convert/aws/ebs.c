@@ -10,6 +10,7 @@
  * records each acknowledged block's digest in the caller's array (the resume
  * state, and the input of the LINEAR aggregate checksum). */
 #include "ebs.h"
+#include "progress.h"
 
 #include <json-c/json.h>
 #include <openssl/evp.h>
@@ -17,13 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static double ebs_now(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 void ebs_sha256(const void *buf, size_t len, uint8_t out[32])
 {
@@ -329,7 +323,7 @@ static void pipe_progress(struct pipe *p, double start, bool final)
 {
   static double last;
   struct ebs_upload *u = p->u;
-  double t = ebs_now();
+  double t = mono_now();
   if (!u->progress || (!final && t - last < 0.25))
     return;
   last = t;
@@ -367,7 +361,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
   unsigned nthreads = u->threads ? u->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
   if (nthreads < 1)
     nthreads = 1;
-  double rate = u->max_rate > 0 ? u->max_rate : 0, tokens = jobs, last_refill = ebs_now();
+  double rate = u->max_rate > 0 ? u->max_rate : 0, tokens = jobs, last_refill = mono_now();
   double start = last_refill;
   int rc = -1;
   pthread_t th[64];
@@ -406,7 +400,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
       pthread_cond_broadcast(&p.changed);
     }
     /* start what is ready (or due for a retry), paced under the rate */
-    double t = ebs_now();
+    double t = mono_now();
     if (rate > 0) {
       tokens += (t - last_refill) * rate;
       if (tokens > jobs)
@@ -458,7 +452,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
       } else if (r > 0 && ++s->attempt < AWS_MAX_ATTEMPTS) {
         u->retries++;
         s->state = SLOT_WAIT;
-        s->retry_at = ebs_now() + aws_backoff_ms(s->attempt) / 1000.0;
+        s->retry_at = mono_now() + aws_backoff_ms(s->attempt) / 1000.0;
         if (!strncmp(s->x.resp.error_code, "RequestThrottled", 16) && rate > 0)
           tokens -= jobs / 4.0; /* back off as a whole, not only this block */
       } else {
@@ -488,7 +482,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
     pthread_join(th[i], NULL);
   u->blocks_skipped = p.skipped;
   u->bytes_read = p.bytes_read;
-  u->seconds = ebs_now() - start;
+  u->seconds = mono_now() - start;
   pipe_progress(&p, start, true);
   if (failed)
     *e = p.err;

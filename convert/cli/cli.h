@@ -77,5 +77,8 @@ int cmd_import(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_register(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
+int cmd_bundle(int argc, char **argv);
+int cmd_unbundle(int argc, char **argv);
+int cmd_upload_bundle(int argc, char **argv);
 
 #endif

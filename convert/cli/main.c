@@ -16,6 +16,9 @@ static const struct command {
   { "export", "download an AMI or EBS snapshot as a local image", cmd_export },
   { "register", "register an AMI from an EBS snapshot", cmd_register },
   { "wait", "wait until a snapshot is completed or an AMI available", cmd_wait },
+  { "bundle", "pack an image as an instance-store bundle (ec2-bundle-image format)", cmd_bundle },
+  { "unbundle", "check and unpack an instance-store bundle to an image", cmd_unbundle },
+  { "upload-bundle", "upload a bundle's parts and manifest to S3", cmd_upload_bundle },
 };
 
 static void usage(FILE *f)

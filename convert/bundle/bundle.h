@@ -1,0 +1,136 @@
+/* bundle.h - the ec2-bundle-image format (legacy instance-store AMIs):
+ * the image as one tar member, gzip, AES-128-CBC, cut into parts, described
+ * and signed by PREFIX.manifest.xml. manifest.c reads and writes the
+ * manifest and does its RSA; bundle.c writes a bundle from any image;
+ * unbundle.c checks and decodes one back to an image. */
+#ifndef AMIPORT_BUNDLE_H
+#define AMIPORT_BUNDLE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sys/types.h>
+
+#include <openssl/evp.h>
+
+#include "error.h"
+#include "image.h"
+
+#define BUNDLE_PART_SIZE (10u << 20)   /* ec2-bundle-image's parts */
+#define BUNDLE_MAX_PARTS 100000u
+#define BUNDLE_MAX_MAPPINGS 32u
+#define BUNDLE_MANIFEST_MAX (64u << 20) /* largest manifest file read */
+
+struct bundle_part {
+  char *filename; /* as in the manifest: a bare file name */
+  char sha1[41];  /* lowercase hex of the part's bytes */
+};
+
+struct bundle_mapping {
+  char *virtual_name; /* ami, root, ephemeral0, swap */
+  char *device;       /* sda1, /dev/sda1 */
+};
+
+/* A manifest, as read or about to be written. Strings are malloc'd. */
+struct manifest {
+  char version[16];       /* "2007-10-10"; "2007-08-29" and "3" are read too */
+  char *arch;             /* x86_64, i386 (absent in version 3) */
+  char *kernel_id, *ramdisk_id;
+  struct bundle_mapping mappings[BUNDLE_MAX_MAPPINGS];
+  unsigned nmappings;
+  char *name;             /* the image file name, the tar member's name */
+  char *user;             /* AWS account id */
+  uint64_t size;          /* image bytes */
+  uint64_t bundled_size;  /* bytes of all parts together */
+  char digest[41];        /* SHA-1 hex of the tar stream */
+  char *ec2_encrypted_key, *user_encrypted_key; /* hex of RSA(hex key) */
+  char *ec2_encrypted_iv, *user_encrypted_iv;
+  struct bundle_part *parts;
+  unsigned nparts;
+  char *signature;        /* hex of RSA-SHA1 over signed_text */
+  char *signed_text;      /* <machine_configuration>...</machine_configuration><image>...</image>
+                             exactly as the file has it */
+  size_t signed_len;
+};
+
+/* Reads and checks the shape of path (every field named in an error: which
+ * element, what value); does not check the signature. */
+int manifest_read(const char *path, struct manifest *m, struct error *e);
+void manifest_free(struct manifest *m);
+/* Writes m (version 2007-10-10, one line) to path, signed by user_key. */
+int manifest_write(const char *path, const struct manifest *m, EVP_PKEY *user_key,
+                   const char *bundler_version, struct error *e);
+
+/* ---- bundle.c ---- */
+
+struct bundle_opts {
+  EVP_PKEY *user_cert, *ec2_cert; /* public keys the AES key and IV are wrapped for */
+  EVP_PKEY *user_key;             /* signs the manifest */
+  const char *user;               /* AWS account id */
+  const char *arch, *kernel_id, *ramdisk_id; /* the last two may be NULL */
+  const struct bundle_mapping *mappings;
+  unsigned nmappings;
+  const char *name;               /* the tar member and <image><name> */
+  const char *prefix;             /* PREFIX.part.NN, PREFIX.manifest.xml */
+  const char *destination;        /* an existing folder */
+  uint64_t part_size;
+  uint64_t mtime;                 /* the tar member's */
+  const char *bundler_version;
+  unsigned threads;               /* 0: one per core */
+  bool progress;
+  const volatile sig_atomic_t *cancel;
+};
+
+struct bundle_result {
+  char manifest[4096];
+  char digest[41];
+  unsigned nparts;
+  uint64_t bundled_size, tar_size, data;
+};
+
+/* Writes src as a bundle. On failure nothing this call wrote is left. */
+int bundle_write(struct img *src, const struct bundle_opts *o, struct bundle_result *r,
+                 struct error *e);
+
+/* ---- unbundle.c ---- */
+
+struct unbundle_opts {
+  const char *manifest;
+  EVP_PKEY *key;                /* the user's (or EC2's) private key */
+  const char *key_path;
+  EVP_PKEY *cert;               /* checks the signature; NULL: the key's public half */
+  const char *cert_path;
+  const char *source;           /* the parts' folder */
+  const char *destination;      /* the image goes here, named as the manifest says */
+  const char *format;           /* "raw", "qcow2", ... */
+  struct create_opts *create;
+  bool force;                   /* replace an existing output */
+  bool progress;
+  const volatile sig_atomic_t *cancel;
+};
+
+struct unbundle_result {
+  char path[4096];
+  char digest[41];
+  uint64_t size;
+  unsigned nparts;
+};
+
+/* Checks and decodes a bundle; on any mismatch no output is left. */
+int unbundle(const struct unbundle_opts *o, struct unbundle_result *r, struct error *e);
+
+/* Keys and RSA (manifest.c). Errors name the file. */
+EVP_PKEY *bundle_load_cert(const char *path, struct error *e);  /* a PEM certificate's key */
+EVP_PKEY *bundle_load_key(const char *path, struct error *e);   /* a PEM RSA private key */
+char *bundle_rsa_encrypt_hex(EVP_PKEY *k, const char *text, struct error *e);
+/* -1 when k cannot decrypt it (the caller may try another key). */
+ssize_t bundle_rsa_decrypt_hex(EVP_PKEY *k, const char *hex, uint8_t *out, size_t cap);
+char *bundle_sign_hex(EVP_PKEY *k, const void *data, size_t len, struct error *e);
+bool bundle_verify_hex(EVP_PKEY *k, const void *data, size_t len, const char *sighex);
+void bundle_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
+ssize_t bundle_unhex(const char *hex, uint8_t *out, size_t cap);
+/* A file name a manifest may give: bare, in the manifest's folder. */
+bool bundle_name_ok(const char *s);
+
+#endif
