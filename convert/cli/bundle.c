@@ -46,9 +46,9 @@ static void bundle_help(void)
          "      --ramdisk ARI         ramdisk id for the manifest\n"
          "  -M, --block-device-mapping VIRTUAL=DEVICE,...\n"
          "                            (default ami=sda1,root=/dev/sda1)\n"
-         "      --prefix NAME         name of the parts and manifest (default: the image's\n"
-         "                            file name; for a non-raw image with .img for its\n"
-         "                            extension)\n"
+         "      --prefix NAME         name of the image in the bundle, and of its parts and\n"
+         "                            manifest (default: the image's file name; for a\n"
+         "                            non-raw image with .img for its extension)\n"
          "  -d, --destination DIR     where to write them (default: the current folder)\n"
          "      --part-size MiB       size of each part (default 10, as ec2-bundle-image)\n"
          "  -p, --progress            show progress (default when stderr is a terminal)\n"
@@ -231,8 +231,9 @@ int cmd_bundle(int argc, char **argv)
     rc = cli_fail(&e);
     goto out;
   }
+  /* as ec2-bundle-image: the image is named by the prefix when there is one */
   member_name(argv[optind], src, name, sizeof name);
-  bo.name = name;
+  bo.name = bo.prefix ? bo.prefix : name;
   if (!bo.prefix)
     bo.prefix = name;
   if (src->fd >= 0 && fstat(src->fd, &st) == 0)
