@@ -186,6 +186,8 @@ static void *worker(void *arg)
       engine_fail(g, &e);
     if (r)
       break;
+    if (g->o->unit_done)
+      g->o->unit_done(g->o->unit_ctx, u.off, u.len);
   }
 out:
   free(buf);

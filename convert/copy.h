@@ -15,6 +15,9 @@ struct copy_opts {
   bool write_zeros;  /* hand zero blocks to the writer too (default: skip) */
   bool verify;       /* copy_to_file: read the result back and compare it */
   const volatile sig_atomic_t *cancel; /* set by a signal handler to stop */
+  /* called (from any worker) once a unit of the source is wholly written */
+  void (*unit_done)(void *ctx, uint64_t off, uint64_t len);
+  void *unit_ctx;
 };
 
 struct copy_stats {

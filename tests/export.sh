@@ -2,8 +2,8 @@
 # exported as raw, qcow2 and VMDK, each identical to the source (qemu-img
 # compare) and passing qemu-img check; an AMI's volumes by device; check on a
 # snapshot read in place; a corrupted block refused with no file left behind;
-# throttling and dropped connections survived; clear errors for what cannot
-# be exported.
+# throttling and dropped connections survived; an interrupted --resume
+# export picks up where it stopped; clear errors for what cannot be exported.
 . "$SRCDIR/tests/lib.sh"
 setup_tmp
 require_cmd qemu-img curl
@@ -22,6 +22,7 @@ ami=$(json_get "$T/stdout" image_id)
 amiport_ok export "$snap" "$T/out.raw"
 qemu-img compare -q -f raw -F raw "$src" "$T/out.raw" || fail "export to raw differs from the source"
 stderr_has "blocks fetched"
+total=$(grep -o '[0-9]* blocks fetched' "$T/stderr" | cut -d' ' -f1)
 amiport_ok export -O qcow2 -c "$ami" "$T/out.qcow2"
 qemu-img check -q "$T/out.qcow2" || fail "exported qcow2 fails qemu-img check"
 qemu-img compare -q -F raw "$T/out.qcow2" "$src" || fail "export to qcow2 differs from the source"
@@ -90,6 +91,36 @@ qemu-img compare -q -F raw "$T/faults.qcow2" "$src" || fail "export under inject
 n=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ops"]["GetSnapshotBlock"]["faults"])' "$T/stats.json")
 [ "$n" -gt 10 ] || fail "only $n faults were injected"
 info "export under $n injected faults identical"
+
+# --- an interrupted export resumes without fetching again what it has ---
+gets() { # GetSnapshotBlock requests the service has answered so far
+  fakeaws_ctl GET stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"]["GetSnapshotBlock"]["requests"])'
+}
+fakeaws_ctl POST faults '[{"op": "GetSnapshotBlock", "kind": "slow", "delay_ms": 150}]' >/dev/null
+before=$(gets)
+"$AMIPORT" export --resume --jobs 4 "$snap" "$T/res.raw" >"$T/res.out" 2>"$T/res.err" &
+pid=$!
+for _ in $(seq 200); do [ $(($(gets) - before)) -ge 8 ] && break; sleep 0.1; done
+kill -INT "$pid"
+rc=0; wait "$pid" || rc=$?
+fakeaws_ctl POST faults '[]' >/dev/null
+[ "$rc" -eq 1 ] || fail "the interrupted export exited $rc, expected 1: $(cat "$T/res.err")"
+grep -q -- "--resume" "$T/res.err" || fail "the interrupted export does not say how to go on: $(cat "$T/res.err")"
+[ ! -e "$T/res.raw" ] && [ -s "$T/res.raw.partial.state" ] || fail "an interrupted export must leave only res.raw.partial and its state: $(ls "$T")"
+first=$(($(gets) - before))
+before=$(gets)
+amiport_ok export --resume "$snap" "$T/res.raw"
+second=$(($(gets) - before))
+stderr_has "resuming $snap: [1-9][0-9]* blocks already"
+reused=$(grep -o 'resuming [^:]*: [0-9]* blocks' "$T/stderr" | grep -o '[0-9]* blocks' | cut -d' ' -f1)
+qemu-img compare -q -f raw -F raw "$src" "$T/res.raw" || fail "the resumed export differs from the source"
+[ ! -e "$T/res.raw.partial" ] && [ ! -e "$T/res.raw.partial.state" ] || fail "the resumed export left its partial files"
+[ "$second" -eq $((total - reused)) ] ||
+  fail "the resumed export fetched $second blocks; $total - $reused were missing"
+info "export interrupted with $reused of $total blocks written; resumed fetching the other $second"
+amiport_ok export --resume -O qcow2 "$snap" "$T/res.qcow2"
+qemu-img compare -q -F raw "$T/res.qcow2" "$src" || fail "a resumable export to qcow2 differs from the source"
+[ ! -e "$T/res.qcow2.partial" ] || fail "a resumable export to qcow2 left its partial file"
 
 # --- what cannot be exported says why ---
 awsx ebs start-snapshot --volume-size 1 >"$T/pending.json" || fail "aws ebs start-snapshot"

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "copy.h"
 #include "ec2.h"
+#include "resume.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -26,6 +27,11 @@ static const char help[] =
   "  -j, --jobs N             requests in flight (default 64)\n"
   "  -p, --progress           show progress (default when stderr is a terminal)\n"
   "      --force              overwrite DST if it exists\n"
+  "      --resume             keep the download resumable: blocks go to DST.partial\n"
+  "                           (sparse raw) and DST.partial.state records those written;\n"
+  "                           run again with --resume after an interruption and only\n"
+  "                           the missing blocks are fetched. When all are there,\n"
+  "                           DST.partial becomes DST (converted unless -O raw)\n"
   "  -h, --help               show this help\n";
 
 /* disk.qcow2 + /dev/sdb -> disk-sdb.qcow2 */
@@ -39,15 +45,55 @@ static void per_device_name(const char *dst, const char *dev, char *out, size_t 
     snprintf(out, len, "%.*s-%s%s", (int)(dot - dst), dst, base, dot);
 }
 
-static int export_one(const struct image_args *ia, const char *snap, const char *dst,
-                      const char *fmt, struct create_opts *co, bool force,
-                      const struct copy_opts *cp, struct error *e)
+struct export_args {
+  const struct image_args *ia;
+  const char *fmt;
+  struct create_opts *co;
+  bool force, resume;
+  const struct copy_opts *cp;
+};
+
+/* The copy through DST.partial that a later run can pick up. */
+static int export_resumable(const struct export_args *a, struct img *src, const char *snap,
+                            const char *dst, struct copy_stats *st, struct error *e)
 {
-  struct img *src = ebs_open(&ia->aws, snap, 0, e);
+  if (!a->force && access(dst, F_OK) == 0)
+    return error_set(e, ERR_EXISTS, "%s: already exists (--force replaces it)", dst);
+  struct resume *r = resume_open(dst, snap, src->size, EBS_BLOCK, e);
+  if (!r)
+    return -1;
+  if (resume_blocks_reused(r))
+    fprintf(stderr, "amiport: export: resuming %s: %llu blocks already in %s.partial\n", snap,
+            (unsigned long long)resume_blocks_reused(r), dst);
+  struct img *view = resume_source(r, src, e);
+  struct copy_opts cp = *a->cp;
+  cp.unit_done = resume_unit_done;
+  cp.unit_ctx = r;
+  int rc = view ? copy_image(view, resume_target(r), &cp, st, e) : -1;
+  if (rc == 0)
+    rc = resume_failed(r, e);
+  if (rc == 0) {
+    rc = resume_complete(r, dst, a->fmt, a->co, a->force, a->cp, e);
+  } else if (view) {
+    struct error ce;
+    if (resume_checkpoint(r, &ce) == 0) /* keep what arrived for the next run */
+      snprintf(e->msg + strlen(e->msg), sizeof e->msg - strlen(e->msg),
+               " (what arrived is kept in %s.partial: run again with --resume)", dst);
+  }
+  img_close(view);
+  resume_close(r);
+  return rc;
+}
+
+static int export_one(const struct export_args *a, const char *snap, const char *dst,
+                      struct error *e)
+{
+  struct img *src = ebs_open(&a->ia->aws, snap, 0, e);
   if (!src)
     return -1;
   struct copy_stats st = { 0 };
-  int rc = copy_to_file(src, dst, fmt, co, force, cp, &st, e);
+  int rc = a->resume ? export_resumable(a, src, snap, dst, &st, e)
+                     : copy_to_file(src, dst, a->fmt, a->co, a->force, a->cp, &st, e);
   if (rc == 0) {
     char b[32];
     fprintf(stderr, "amiport: export: %s -> %s: %llu blocks fetched (%s), %.1f s\n", snap, dst,
@@ -70,6 +116,7 @@ int cmd_export(int argc, char **argv)
     { "jobs", required_argument, NULL, 'j' },
     { "progress", no_argument, NULL, 'p' },
     { "force", no_argument, NULL, 'F' },
+    { "resume", no_argument, NULL, 0x502 },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
@@ -77,7 +124,7 @@ int cmd_export(int argc, char **argv)
   struct create_opts co = { 0 };
   struct copy_opts cp = { .progress = isatty(2), .cancel = &cli_interrupted, .threads = 16 };
   const char *fmt = "raw", *device = NULL;
-  bool all = false, force = false;
+  bool all = false, force = false, resume = false;
   struct error e = { 0 };
   int c, rc = EXIT_USAGE;
   while ((c = getopt_long(argc, argv, "O:o:cj:ph", longopts, NULL)) != -1) {
@@ -107,6 +154,7 @@ int cmd_export(int argc, char **argv)
     }
     case 'p': cp.progress = true; break;
     case 'F': force = true; break;
+    case 0x502: resume = true; break;
     case 'h': fputs(help, stdout); rc = EXIT_OK; goto out;
     default: cli_usage("export", "unknown option"); goto out;
     }
@@ -132,10 +180,12 @@ int cmd_export(int argc, char **argv)
     cli_usage("export", "--device and --all are for an AMI");
     goto out;
   }
+  struct export_args ea = { .ia = &ia, .fmt = fmt, .co = &co, .force = force, .resume = resume,
+                           .cp = &cp };
   cli_catch_signals();
   rc = EXIT_FAIL;
   if (!ami) {
-    if (export_one(&ia, what, dst, fmt, &co, force, &cp, &e) < 0)
+    if (export_one(&ea, what, dst, &e) < 0)
       rc = cli_fail(&e);
     else
       rc = EXIT_OK;
@@ -165,7 +215,7 @@ int cmd_export(int argc, char **argv)
       per_device_name(dst, v->device, name, sizeof name);
     else
       snprintf(name, sizeof name, "%s", dst);
-    if (export_one(&ia, v->snapshot_id, name, fmt, &co, force, &cp, &e) < 0) {
+    if (export_one(&ea, v->snapshot_id, name, &e) < 0) {
       rc = cli_fail(&e);
       goto out;
     }
