@@ -3,7 +3,8 @@
 # compare) and passing qemu-img check; an AMI's volumes by device; check on a
 # snapshot read in place; a corrupted block refused with no file left behind;
 # throttling and dropped connections survived; an interrupted --resume
-# export picks up where it stopped; clear errors for what cannot be exported.
+# export picks up where it stopped; expiring block tokens are listed again;
+# clear errors for what cannot be exported.
 . "$SRCDIR/tests/lib.sh"
 setup_tmp
 require_cmd qemu-img curl
@@ -121,6 +122,25 @@ info "export interrupted with $reused of $total blocks written; resumed fetching
 amiport_ok export --resume -O qcow2 "$snap" "$T/res.qcow2"
 qemu-img compare -q -F raw "$T/res.qcow2" "$src" || fail "a resumable export to qcow2 differs from the source"
 [ ! -e "$T/res.qcow2.partial" ] || fail "a resumable export to qcow2 left its partial file"
+
+# --- block tokens that expire: listed again before they do, or when refused ---
+lists() { # ListSnapshotBlocks requests the service has answered so far
+  fakeaws_ctl GET stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["ops"].get("ListSnapshotBlocks", {}).get("requests", 0))'
+}
+stop_fakeaws
+start_fakeaws --token-lifetime 3
+fakeaws_ctl POST faults '[{"op": "GetSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
+amiport_ok export --jobs 4 "$snap" "$T/tok.raw"
+n=$(lists)
+qemu-img compare -q -f raw -F raw "$src" "$T/tok.raw" || fail "the export with short-lived tokens differs"
+[ "$n" -ge 3 ] || fail "tokens living 3 s were listed $n times in a 6 s export (expected again before they expired)"
+fakeaws_ctl POST faults '[{"op": "GetSnapshotBlock", "kind": "expired_token", "every": 40, "count": 2}]' >/dev/null
+amiport_ok export "$snap" "$T/tok2.raw"
+m=$(($(lists) - n))
+qemu-img compare -q -f raw -F raw "$src" "$T/tok2.raw" || fail "the export with refused tokens differs"
+[ "$m" -ge 2 ] || fail "two refused tokens led to $m listings (expected the first and at least one more)"
+fakeaws_ctl POST faults '[]' >/dev/null
+info "short-lived tokens listed again $((n - 1)) times; refused tokens answered by $((m - 1)) new listings"
 
 # --- what cannot be exported says why ---
 awsx ebs start-snapshot --volume-size 1 >"$T/pending.json" || fail "aws ebs start-snapshot"

@@ -66,6 +66,7 @@ struct ebs_blocks {
   uint64_t n, cap;
   uint64_t *index; /* ascending */
   char **token;
+  double expires;  /* the tokens' ExpiryTime, seconds since the epoch; 0: not said */
 };
 /* Adds one page (an untrusted JSON answer) to l: every index inside the
  * volume and above the last, tokens bounded, at most max_bytes of list;

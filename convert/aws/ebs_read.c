@@ -5,7 +5,10 @@
  * blocks it spans at once on a libcurl multi handle (the copy engine's
  * 2 MiB units: four blocks), from a pool of connections kept open; a small
  * cache keeps the last blocks for the inspector's scattered small reads.
- * Answers are untrusted: indexes, sizes and tokens are bounded. */
+ * Block tokens expire (ExpiryTime): a minute before they do, or when the
+ * service says a token is no longer valid, the list is read again and the
+ * new tokens replace the old. Answers are untrusted: indexes, sizes and
+ * tokens are bounded. */
 #include "ec2.h"
 
 #include <json-c/json.h>
@@ -13,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EBS_TOKEN_MAX 1024
@@ -28,7 +32,11 @@ struct ebs_cached {
 struct ebs_src {
   struct aws_ctx ctx;
   char snap[EBS_ID_MAX];
-  struct ebs_blocks blocks;
+  struct ebs_blocks blocks;   /* indexes fixed at open; tokens under the tokens lock */
+  pthread_rwlock_t tokens;
+  unsigned generation;        /* how many times the tokens were replaced */
+  uint64_t max_table;
+  double listed_at;           /* when the tokens were listed */
   pthread_mutex_t lock;
   struct aws_xfer *pool[EBS_POOL];
   unsigned npool;
@@ -64,6 +72,9 @@ int ebs_blocks_page(struct ebs_blocks *l, const char *snap, const char *body, ui
     goto out;
   }
   l->volume_gib = (uint64_t)json_object_get_int64(v);
+  if (json_object_object_get_ex(j, "ExpiryTime", &v) && json_object_get_double(v) > 0 &&
+      (!l->expires || json_object_get_double(v) < l->expires))
+    l->expires = json_object_get_double(v);
   uint64_t limit = l->volume_gib * ((1ull << 30) / EBS_BLOCK);
   size_t n = json_object_array_length(blocks);
   for (size_t i = 0; i < n; i++) {
@@ -137,7 +148,24 @@ void ebs_blocks_free(struct ebs_blocks *l)
   memset(l, 0, sizeof *l);
 }
 
-static int ebs_src_list(struct ebs_src *s, uint64_t max_bytes, struct error *e)
+struct fetch {
+  uint64_t block;
+  int64_t pos;
+  struct aws_xfer *x;
+  struct aws_req rq;
+  char path[160], query[EBS_TOKEN_MAX * 3 + 16];
+  unsigned attempt, corrupt, generation;
+  bool done, relisted;
+};
+
+static double ebs_epoch(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int ebs_src_list(struct ebs_src *s, struct ebs_blocks *out, struct error *e)
 {
   char next[EBS_TOKEN_MAX * 3 + 1] = "";
   for (unsigned page = 0;; page++) {
@@ -151,14 +179,62 @@ static int ebs_src_list(struct ebs_src *s, uint64_t max_bytes, struct error *e)
     struct aws_resp r = { 0 };
     int rc = aws_call(&s->ctx, &rq, "EBS ListSnapshotBlocks", &r, e);
     if (rc == 0)
-      rc = ebs_blocks_page(&s->blocks, s->snap, r.body ? r.body : "", max_bytes, next,
-                           sizeof next, e);
+      rc = ebs_blocks_page(out, s->snap, r.body ? r.body : "", s->max_table, next, sizeof next, e);
     free(r.body);
     if (rc < 0)
       return -1;
     if (!next[0])
       return 0;
   }
+}
+
+/* Lists the snapshot again for fresh tokens, unless another thread already
+ * did since generation seen. */
+static int ebs_src_relist(struct ebs_src *s, unsigned seen, struct error *e)
+{
+  struct ebs_blocks nb = { 0 };
+  int rc = 0;
+  pthread_rwlock_wrlock(&s->tokens);
+  if (s->generation != seen)
+    goto out;
+  if ((rc = ebs_src_list(s, &nb, e)) < 0)
+    goto out;
+  if (nb.n != s->blocks.n || memcmp(nb.index, s->blocks.index, nb.n * sizeof *nb.index) != 0) {
+    rc = error_set(e, ERR_REMOTE, "EBS ListSnapshotBlocks %s: listed again for fresh block "
+                   "tokens, the snapshot's blocks are not the same (%llu, then %llu)", s->snap,
+                   (unsigned long long)s->blocks.n, (unsigned long long)nb.n);
+    goto out;
+  }
+  char **old = s->blocks.token;
+  s->blocks.token = nb.token;
+  nb.token = old;
+  s->blocks.expires = nb.expires;
+  s->listed_at = ebs_epoch();
+  s->generation++;
+out:
+  pthread_rwlock_unlock(&s->tokens);
+  ebs_blocks_free(&nb);
+  return rc;
+}
+
+/* Sets f's request up with its block's current token. */
+static void ebs_src_request(struct ebs_src *s, struct fetch *f)
+{
+  snprintf(f->path, sizeof f->path, "/snapshots/%s/blocks/%llu", s->snap,
+           (unsigned long long)f->block);
+  char *q = f->query + snprintf(f->query, sizeof f->query, "blockToken=");
+  pthread_rwlock_rdlock(&s->tokens);
+  aws_uri_encode(s->blocks.token[f->pos], q, sizeof f->query - (size_t)(q - f->query));
+  f->generation = s->generation;
+  pthread_rwlock_unlock(&s->tokens);
+  f->rq = (struct aws_req){ .svc = AWS_EBS, .method = "GET", .path = f->path, .query = f->query,
+                            .resp_max = EBS_BLOCK + 1 };
+}
+
+/* Whether a failed GetSnapshotBlock says its token is no longer good. */
+static bool ebs_src_token_refused(const struct fetch *f, const struct error *e)
+{
+  return strcmp(f->x->resp.error_code, "ValidationException") == 0 && strcasestr(e->msg, "token");
 }
 
 /* Position of block b in the list, or -1. */
@@ -198,16 +274,6 @@ static void ebs_src_give(struct ebs_src *s, struct aws_xfer *x)
   }
 }
 
-struct fetch {
-  uint64_t block;
-  int64_t pos;
-  struct aws_xfer *x;
-  struct aws_req rq;
-  char path[160], query[EBS_TOKEN_MAX * 3 + 16];
-  unsigned attempt, corrupt;
-  bool done;
-};
-
 /* A block's answer: its length and checksum must be what was listed. */
 static int ebs_src_verify(struct ebs_src *s, struct fetch *f, struct error *e)
 {
@@ -235,12 +301,7 @@ static int ebs_src_fetch(struct ebs_src *s, struct fetch *f, size_t n, struct er
   int rc = -1;
   size_t left = n;
   for (size_t i = 0; i < n; i++) {
-    snprintf(f[i].path, sizeof f[i].path, "/snapshots/%s/blocks/%llu", s->snap,
-             (unsigned long long)f[i].block);
-    char *q = f[i].query + snprintf(f[i].query, sizeof f[i].query, "blockToken=");
-    aws_uri_encode(s->blocks.token[f[i].pos], q, sizeof f[i].query - (size_t)(q - f[i].query));
-    f[i].rq = (struct aws_req){ .svc = AWS_EBS, .method = "GET", .path = f[i].path,
-                                .query = f[i].query, .resp_max = EBS_BLOCK + 1 };
+    ebs_src_request(s, &f[i]);
     if (!(f[i].x = ebs_src_take(s)) || aws_xfer_prepare(f[i].x, &s->ctx, &f[i].rq, e) < 0)
       goto out;
     curl_easy_setopt(f[i].x->h, CURLOPT_PRIVATE, &f[i]);
@@ -267,6 +328,14 @@ static int ebs_src_fetch(struct ebs_src *s, struct fetch *f, size_t n, struct er
         fi->done = true;
         left--;
         continue;
+      }
+      if (r < 0 && !fi->relisted && ebs_src_token_refused(fi, e)) { /* expired: new tokens, once */
+        fi->relisted = true;
+        if (ebs_src_relist(s, fi->generation, e) < 0)
+          goto out;
+        ebs_src_request(s, fi);
+        r = 1;
+        fi->attempt--; /* not a fault of the service's */
       }
       if (r < 0 || ++fi->attempt >= AWS_MAX_ATTEMPTS) {
         if (r > 0)
@@ -301,6 +370,14 @@ static int ebs_src_pread(struct img *im, void *buf, size_t len, uint64_t off, st
   if (!f)
     return error_set(e, ERR_NOMEM, "out of memory");
   int rc = -1;
+  pthread_rwlock_rdlock(&s->tokens);
+  unsigned gen = s->generation;
+  /* a minute before they expire, or a quarter of their life for short-lived ones */
+  double life = s->blocks.expires - s->listed_at, margin = life / 4 < 60 ? life / 4 : 60;
+  bool stale = s->blocks.expires && ebs_epoch() > s->blocks.expires - margin;
+  pthread_rwlock_unlock(&s->tokens);
+  if (stale && ebs_src_relist(s, gen, e) < 0)
+    goto out;
   /* zeros and cached blocks now; the rest fetched together */
   for (uint64_t b = first; b <= last; b++) {
     uint64_t bs = b * EBS_BLOCK, from = bs > off ? bs : off;
@@ -392,6 +469,7 @@ static void ebs_src_close(struct img *im)
   for (int c = 0; c < EBS_CACHE; c++)
     free(s->cache[c].data);
   pthread_mutex_destroy(&s->lock);
+  pthread_rwlock_destroy(&s->tokens);
   aws_ctx_free(&s->ctx);
   free(s);
 }
@@ -430,6 +508,8 @@ struct img *ebs_open(const struct aws_opts *ao, const char *snapshot_id, uint64_
     return NULL;
   }
   pthread_mutex_init(&s->lock, NULL);
+  pthread_rwlock_init(&s->tokens, NULL);
+  s->max_table = max_table_bytes ? max_table_bytes : IMG_DEFAULT_TABLE_CAP;
   for (int c = 0; c < EBS_CACHE; c++)
     s->cache[c].index = UINT64_MAX;
   im->priv = s;
@@ -440,7 +520,8 @@ struct img *ebs_open(const struct aws_opts *ao, const char *snapshot_id, uint64_
     return NULL;
   }
   sprintf(im->path, "ebs:%s", snapshot_id);
-  if (ebs_src_list(s, max_table_bytes ? max_table_bytes : IMG_DEFAULT_TABLE_CAP, e) < 0) {
+  s->listed_at = ebs_epoch();
+  if (ebs_src_list(s, &s->blocks, e) < 0) {
     /* only completed snapshots can be read: say so when that is why */
     char state[32], progress[32];
     struct error se = { 0 };

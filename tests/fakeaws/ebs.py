@@ -20,7 +20,6 @@ from urllib.parse import unquote
 
 from state import ACCOUNT, BLOCK_SIZE, BLOCKS_PER_GIB, linear_checksum
 
-TOKEN_LIFETIME = 7 * 24 * 3600
 _SNAP_RE = re.compile(r"^snap-[0-9a-f]+$")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/=]+$")
 _KMS_RE = re.compile(r"arn:aws[a-z\-]*:kms:.*:[0-9]{12}:key/.*")
@@ -402,7 +401,7 @@ def list_snapshot_blocks(store, req):
     page = keys[pos:pos + max_results]
     out = {
         "Blocks": [{"BlockIndex": i, "BlockToken": snap.block_token(i, eff[i][0], eff[i][1])} for i in page],
-        "ExpiryTime": round(time.time() + TOKEN_LIFETIME, 3),
+        "ExpiryTime": round(time.time() + store.token_lifetime, 3),
         "VolumeSize": snap.meta["VolumeSize"],
         "BlockSize": BLOCK_SIZE,
     }
@@ -421,7 +420,11 @@ def get_snapshot_block(store, req, corrupt=False):
                        "Member must not be null", "INVALID_BLOCK_TOKEN")
     with store.lock:
         ent = snap.effective().get(idx)
-    if ent is None or tok != snap.block_token(idx, ent[0], ent[1]):
+    verdict = "invalid" if ent is None else snap.check_block_token(tok, idx, ent[0], ent[1])
+    if verdict == "expired":
+        raise _invalid("The block token for block %d of %s has expired." % (idx, snap.id),
+                       "INVALID_BLOCK_TOKEN")
+    if verdict != "ok":
         raise _invalid("The block token '%s' is not valid for block %d of %s" % (tok, idx, snap.id),
                        "INVALID_BLOCK_TOKEN")
     owner, digest = ent
@@ -469,7 +472,7 @@ def list_changed_blocks(store, req):
         blocks.append(b)
     out = {
         "ChangedBlocks": blocks,
-        "ExpiryTime": round(time.time() + TOKEN_LIFETIME, 3),
+        "ExpiryTime": round(time.time() + store.token_lifetime, 3),
         "VolumeSize": second.meta["VolumeSize"],
         "BlockSize": BLOCK_SIZE,
     }

@@ -4,7 +4,7 @@ Query API calls, for testing clients without an AWS account.
 
   server.py --port PORT --state DIR [--access-key AK] [--secret-key SK]
             [--region us-east-1] [--faults JSON] [--complete-delay SECONDS]
-            [--minute-seconds S] [--expired-token TOKEN] [--log FILE]
+            [--minute-seconds S] [--token-lifetime S] [--expired-token TOKEN] [--log FILE]
 
 Listens on 127.0.0.1 (HTTP/1.1, keep-alive). When listening it prints one
 line "ready PORT" on stdout. Every request must carry a valid SigV4
@@ -35,9 +35,11 @@ from state import Store  # noqa: E402
 DEFAULT_ACCESS_KEY = "AKIDEXAMPLE"
 DEFAULT_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
-FAULT_KINDS = ("throttle", "500", "drop", "drop_after", "slow", "corrupt", "stuck", "answer")
+FAULT_KINDS = ("throttle", "500", "drop", "drop_after", "slow", "corrupt", "stuck", "answer",
+               "expired_token")
 # Kinds that only make sense for one operation.
-FAULT_ONLY_FOR = {"corrupt": ("GetSnapshotBlock", "PutSnapshotBlock"), "stuck": ("CompleteSnapshot",)}
+FAULT_ONLY_FOR = {"corrupt": ("GetSnapshotBlock", "PutSnapshotBlock"), "stuck": ("CompleteSnapshot",),
+                  "expired_token": ("GetSnapshotBlock",)}
 
 
 class Faults:
@@ -297,6 +299,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     raise (ebs.EbsError("RequestThrottledException", "The request was throttled. Slow down.",
                                         "ACCOUNT_THROTTLED") if service == "ebs"
                            else ec2.Ec2Error("RequestLimitExceeded", "Request limit exceeded."))
+                elif kind == "expired_token":
+                    raise ebs.EbsError("ValidationException", "The block token has expired.",
+                                       "INVALID_BLOCK_TOKEN")
                 elif kind == "500":
                     raise (ebs.EbsError("InternalServerException", "An internal error has occurred.")
                            if service == "ebs" else
@@ -427,6 +432,8 @@ def main():
                     help="seconds from CompleteSnapshot until the snapshot is completed")
     ap.add_argument("--minute-seconds", type=float, default=60.0,
                     help="length of a StartSnapshot Timeout minute in real seconds")
+    ap.add_argument("--token-lifetime", type=float, default=7 * 24 * 3600.0,
+                    help="seconds a block token stays valid (ExpiryTime in the listings)")
     ap.add_argument("--expired-token", default=None,
                     help="a session token that is answered with the expired-token error")
     ap.add_argument("--log", default=None, help="append the request log to FILE instead of stderr")
@@ -444,7 +451,7 @@ def main():
 
     os.makedirs(args.state, exist_ok=True)
     store = Store(args.state, region=args.region, minute_seconds=args.minute_seconds,
-                  complete_delay=args.complete_delay)
+                  complete_delay=args.complete_delay, token_lifetime=args.token_lifetime)
     verifier = Verifier({args.access_key: args.secret_key}, args.region, args.expired_token)
     logf = open(args.log, "a") if args.log else sys.stderr
     srv = Server(("127.0.0.1", args.port), store, verifier, faults, logf)

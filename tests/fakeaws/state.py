@@ -143,16 +143,31 @@ class Snapshot:
         return eff
 
     def block_token(self, index, owner, digest):
-        raw = "%s.%d.%s.%s" % (self.id, index, owner.id, digest[:9].hex())
+        """A token for one block, stamped with when it was issued."""
+        raw = "%s.%d.%s.%s.%d" % (self.id, index, owner.id, digest[:9].hex(), int(time.time()))
         return base64.b64encode(raw.encode()).decode()
+
+    def check_block_token(self, tok, index, owner, digest):
+        """'ok', 'expired' (older than the store's token lifetime) or 'invalid'."""
+        try:
+            raw = base64.b64decode(tok.encode(), validate=True).decode()
+            body, issued = raw.rsplit(".", 1)
+            issued = int(issued)
+        except (ValueError, UnicodeDecodeError):
+            return "invalid"
+        if body != "%s.%d.%s.%s" % (self.id, index, owner.id, digest[:9].hex()):
+            return "invalid"
+        return "expired" if time.time() - issued > self.store.token_lifetime else "ok"
 
 
 class Store:
-    def __init__(self, root, region="us-east-1", minute_seconds=60.0, complete_delay=0.0):
+    def __init__(self, root, region="us-east-1", minute_seconds=60.0, complete_delay=0.0,
+                 token_lifetime=7 * 24 * 3600.0):
         self.root = root
         self.region = region
         self.minute_seconds = minute_seconds
         self.complete_delay = complete_delay
+        self.token_lifetime = token_lifetime
         self.lock = threading.RLock()
         self.snaps = {}
         self.client_tokens = {}
