@@ -249,12 +249,49 @@ for line in "${CASES[@]}"; do
   fi
 done
 
+# --- bundle manifests: unbundle refuses each before it opens any part ---
+openssl genrsa -out "$T/key.pem" 2048 2>/dev/null || fail "openssl genrsa"
+mkdir "$T/unbundled"
+MANIFESTS=(
+  'manifest-parts-count-1e6.xml @ <parts count="1000000">: not a part count from 1 to 100000'
+  'manifest-parts-1e6.xml @ not a regular file of at most 64 MiB'
+  "manifest-part-dotdot.xml @ <part> 0: <filename> '\\.\\./\\.\\./\\.\\./\\.\\./etc/passwd' is not a bare file name"
+  "manifest-name-absolute.xml @ <image><name> '/etc/shadow' is not a bare file name"
+  'manifest-entity-bomb.xml @ not an XML document with a <manifest> root'
+)
+for line in "${MANIFESTS[@]}"; do
+  IFS='@' read -r file re <<<"$line"
+  file=$(trim "$file") re=$(trim "$re")
+  m=$HOSTILE/$file
+  [ -f "$m" ] || m=$T/gen/$file
+  [ -f "$m" ] || fail "$file is neither in $HOSTILE nor made by make.sh"
+  o=$T/run.unbundle
+  measure "$o" unbundle --manifest "$m" --privatekey "$T/key.pem" --destination "$T/unbundled"
+  problems=$(judge unbundle 1 "$re" "$o" 0
+    [ -z "$(ls -A "$T/unbundled")" ] || echo "unbundle left $(ls -A "$T/unbundled") behind"
+    ! grep -q 'root:' "$o.err" || echo "an external entity was expanded")
+  secs e "$EL"
+  secs c "$CPU"
+  printf '%-36s %-15s %-6s %4s %8s %8s %6s\n' "$file" - unbundle "$RC" \
+    "$((RSS / 1024)).$((RSS % 1024 * 10 / 1024))" "$e" "$c" >>"$T/figures"
+  [ "$RSS" -le "$rss_max" ] || rss_max=$RSS
+  [ "$EL" -le "$el_max" ] || el_max=$EL
+  [ "$CPU" -le "$cpu_max" ] || cpu_max=$CPU
+  if [ -n "$problems" ]; then
+    echo "FAIL: $file:" >&2
+    printf '%s\n' "$problems" | sed 's/^/    /' >&2
+    FAILED+=("$file")
+  else
+    info "$file: ok: $(grep -m 1 '^amiport: ' "$o.err")"
+  fi
+done
+
 info "figures (peak RSS, elapsed and CPU seconds of each run):"
 cat "$T/figures"
 secs e "$el_max"
 secs c "$cpu_max"
 info "largest: RSS $((rss_max / 1024)) MiB, elapsed $e s, CPU $c s;" \
-  "${#CASES[@]} rows, $NKNOWN known failures"
+  "$((${#CASES[@]} + ${#MANIFESTS[@]})) rows, $NKNOWN known failures"
 [ ${#FAILED[@]} = 0 ] || fail "failed: ${FAILED[*]}"
 info "all hostile files handled in $((SECONDS - t0)) s"
 exit 0
