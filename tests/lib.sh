@@ -40,6 +40,7 @@ info() {
 lib_cleanup() {
   local rc=$?
   [ -n "${FAKEAWS_PID:-}" ] && kill "$FAKEAWS_PID" 2>/dev/null && wait "$FAKEAWS_PID" 2>/dev/null
+  [ -n "${S3RVER_PID:-}" ] && kill "$S3RVER_PID" 2>/dev/null && wait "$S3RVER_PID" 2>/dev/null
   if [ -n "$T" ] && [ -d "$T" ]; then
     if [ "$rc" -eq 0 ]; then
       rm -rf "$T"
@@ -389,4 +390,61 @@ fakeaws_ctl() {
 
 awsx() {
   /usr/bin/aws --endpoint-url "$FAKEAWS_URL" --region us-east-1 --output json "$@"
+}
+
+# start_s3rver - starts tests/s3rver (@20minutes/s3rver, a real S3 server that
+# checks SigV4) on a free port with its buckets in $T/s3rver, first running
+# `npm ci` in tests/s3rver when its node_modules are missing or older than
+# its package-lock.json (skips the test when node or npm is missing or the
+# packages cannot be downloaded). It takes the key pair start_fakeaws sets
+# and its own S3RVER/S3RVER. Sets S3RVER_URL and exports AWS_ENDPOINT_URL_S3
+# (fakeaws keeps EBS and EC2); `s3x` runs Debian's awscli against it. Each
+# request it answered is a line in $T/s3rver.out, "request METHOD URL STATUS
+# X-AMZ-ACL CONTENT-MD5 SIGNED-HEADERS" ("-" for a header not sent; see
+# tests/s3rver/start.js). Stopped when the test ends.
+S3RVER_PID=
+start_s3rver() {
+  local dir=$SRCDIR/tests/s3rver
+  command -v node >/dev/null 2>&1 || skip "node is not installed (Debian: nodejs)"
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+    [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    command -v npm >/dev/null 2>&1 || skip "npm is not installed (Debian: npm)"
+    exec 8>"$(dirname "$TESTTMP")/s3rver-npm.lock"
+    flock 8
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+      [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      info "s3rver: npm ci in $dir"
+      npm ci --prefix "$dir" --no-audit --no-fund >"$T/npm-ci.log" 2>&1 || {
+        flock -u 8
+        tail -n 15 "$T/npm-ci.log"
+        skip "npm ci could not install tests/s3rver's packages (log above)"
+      }
+    fi
+    flock -u 8
+  fi
+  mkdir -p "$T/s3rver"
+  : >"$T/s3rver.out"
+  node "$dir/start.js" "$T/s3rver" --port 0 \
+    --key "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY" \
+    >"$T/s3rver.out" 2>"$T/s3rver.log" &
+  S3RVER_PID=$!
+  local i port=
+  for i in $(seq 200); do
+    port=$(awk '$1 == "ready" { print $2 }' "$T/s3rver.out")
+    [ -n "$port" ] && break
+    kill -0 "$S3RVER_PID" 2>/dev/null || { cat "$T/s3rver.log" >&2; fail "s3rver exited"; }
+    sleep 0.1
+  done
+  [ -n "$port" ] || fail "s3rver did not print 'ready PORT' within 20 s"
+  S3RVER_URL=http://127.0.0.1:$port
+  export AWS_ENDPOINT_URL_S3=$S3RVER_URL
+}
+
+# s3rver_requests METHOD - how many METHOD requests s3rver has answered so far.
+s3rver_requests() {
+  grep -c "^request $1 " "$T/s3rver.out"
+}
+
+s3x() {
+  /usr/bin/aws --endpoint-url "$S3RVER_URL" --region us-east-1 --output json "$@"
 }

@@ -171,8 +171,18 @@ int ec2_register_image(struct aws_ctx *ctx, const struct ec2_register *r, char a
   if (r->description)
     ec2_param(&p, "Description", r->description);
   ec2_param(&p, "Architecture", r->arch);
-  ec2_param(&p, "VirtualizationType", "hvm");
-  ec2_param(&p, "RootDeviceName", r->root_device);
+  if (r->image_location) {
+    /* instance-store: the root device and its mapping are the service's to set */
+    ec2_param(&p, "ImageLocation", r->image_location);
+    ec2_param(&p, "VirtualizationType", r->kernel_id ? "paravirtual" : "hvm");
+    if (r->kernel_id)
+      ec2_param(&p, "KernelId", r->kernel_id);
+    if (r->ramdisk_id)
+      ec2_param(&p, "RamdiskId", r->ramdisk_id);
+  } else {
+    ec2_param(&p, "VirtualizationType", "hvm");
+    ec2_param(&p, "RootDeviceName", r->root_device);
+  }
   if (r->boot_mode)
     ec2_param(&p, "BootMode", r->boot_mode);
   if (r->ena) {

@@ -51,6 +51,10 @@ struct ec2_register {
   bool keep_volumes;       /* DeleteOnTermination=false */
   const struct ec2_disk *disks;
   size_t ndisks;
+  /* an instance-store image instead of disks: the manifest's S3 location,
+   * BUCKET/KEY.manifest.xml; with kernel_id it is paravirtual, else hvm */
+  const char *image_location;
+  const char *kernel_id, *ramdisk_id; /* aki-..., ari-..., or NULL */
   const struct aws_tag *tags;
   size_t ntags;
 };

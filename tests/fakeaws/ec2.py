@@ -36,6 +36,8 @@ _SNAP_RE = re.compile(r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$")
 _AMI_RE = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
 _AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _DEVICE_RE = re.compile(r"^(/dev/)?[a-z][a-z0-9]*$")
+# BUCKET/KEY.manifest.xml: where an instance-store image's bundle manifest is in S3
+_IMAGE_LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{2,254}/(?:[^/\s]+/)*[^/\s]+\.manifest\.xml$")
 
 
 class Ec2Error(Exception):
@@ -365,6 +367,9 @@ def register_image(store, p):
         raise Ec2Error("InvalidParameterCombination", "UefiData requires the uefi boot mode")
     location = p.get("ImageLocation")
     root = p.get("RootDeviceName")
+    if location is not None and not _IMAGE_LOCATION_RE.match(location):
+        raise Ec2Error("InvalidParameterValue", "Invalid value '%s' for ImageLocation: it must be "
+                       "BUCKET/KEY.manifest.xml, a bundle manifest in Amazon S3" % location)
 
     tag_specs = []
     for ts in _list(p.get("TagSpecification"), "TagSpecification"):
@@ -465,6 +470,14 @@ def register_image(store, p):
                                "The root device %s must be an EBS volume made from a snapshot" % root)
             root_type = "ebs"
         else:
+            # an instance-store image: the service names the root device, which
+            # is the bundle's, never an EBS volume
+            root = root or "/dev/sda1"
+            for m in mappings:
+                if _device_key(m["DeviceName"]) == _device_key(root) and "Ebs" in m:
+                    raise Ec2Error("InvalidParameterCombination",
+                                   "ImageLocation registers an instance-store image; its root device %s "
+                                   "cannot be mapped to an EBS volume" % root)
             root_type = "instance-store"
         iid = new_id("ami-")
         img = {
