@@ -227,7 +227,6 @@ done
 row "osmix: unbundle" "$TARGET_UNBUNDLE" "$pres" "$ares" "$psize" "$asize" "$verify" "$ok"
 
 # ---------------------------------------------------------------- report
-results=$BENCH_DIR/$RESULTS_FILE
 header="| case | pipeline s | amiport s | ratio | target | pipeline RSS MiB | amiport RSS MiB | RSS target | pipeline CPU s | amiport CPU s | pipeline out MiB | amiport out MiB | amiport output vs input |"
 sep="|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---|"
 notes=$(cat <<EOF
@@ -239,25 +238,4 @@ Both unbundlers read one bundle the pipeline wrote; amiport unbundle runs withou
 Both read warm inputs (page cache not dropped).
 EOF
 )
-{ echo "$header"; echo "$sep"; printf '%s\n' "${ROWS[@]}"; } >"$OUT/table.md"
-echo "== Results =="
-if command -v column >/dev/null; then
-    sed '2d; s/^| //; s/ |$//' "$OUT/table.md" | column -t -s '|'
-else
-    cat "$OUT/table.md"
-fi
-echo
-echo "$notes"
-echo "Summary: $NPASS PASS, $NMISS MISS, $NERR error(s)/mismatch(es)"
-{
-    echo "### $RESULTS_TITLE ($(date -u '+%Y-%m-%d'))"
-    echo
-    echo "$FACTS"
-    echo
-    cat "$OUT/table.md"
-    echo
-    echo "$notes"
-    echo
-    echo "Reproduce: \`BENCH_DATA_MIB=$DATA_MIB BENCH_VIRT_GIB=$VIRT_GIB BENCH_REPEAT=$REPEAT bench/$BENCH_SCRIPT $AMIPORT\`"
-} >"$results"
-echo "Markdown written to $results; individual runs in $RUNLOG"
+bench_write_report "$header" "$sep" "$notes"

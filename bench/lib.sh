@@ -325,7 +325,7 @@ bench_case() {
 
 # ---------------------------------------------------------------- report
 bench_report() {
-    local header sep notes results=$BENCH_DIR/$RESULTS_FILE
+    local header sep notes
     header="| case | qemu-img s | amiport s | ratio | target | qemu-img RSS MiB | amiport RSS MiB | RSS target | qemu-img CPU s | amiport CPU s | qemu-img out MiB | amiport out MiB | amiport output vs input |"
     sep="|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---|"
     notes=$(cat <<EOF
@@ -336,7 +336,13 @@ CPU s = user + sys (mean over runs). "out MiB" = allocated size of the output (r
 qemu-img runs with its default options; both tools read warm inputs (page cache not dropped).
 EOF
 )
+    bench_write_report "$header" "$sep" "$notes"
+}
 
+# bench_write_report HEADER SEP NOTES - prints the table of ROWS and writes
+# it with the machine facts to $BENCH_DIR/$RESULTS_FILE.
+bench_write_report() {
+    local header=$1 sep=$2 notes=$3 results=$BENCH_DIR/$RESULTS_FILE
     {
         echo "$header"
         echo "$sep"

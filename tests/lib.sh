@@ -341,6 +341,21 @@ ensure_fixtures() {
   flock -u 9
 }
 
+# wait_ready NAME PID OUT LOG - waits (20 s at most) for the server started
+# as PID to print "ready PORT" in OUT and sets READY_PORT; fails with its
+# LOG if it exits first.
+wait_ready() {
+  local i
+  READY_PORT=
+  for i in $(seq 200); do
+    READY_PORT=$(awk '$1 == "ready" { print $2 }' "$3")
+    [ -n "$READY_PORT" ] && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$4" >&2; fail "$1 exited"; }
+    sleep 0.1
+  done
+  fail "$1 did not print 'ready PORT' within 20 s"
+}
+
 # start_fakeaws [SERVER ARGS...] - starts tests/fakeaws (the local EBS and EC2
 # emulator) on a free port with its state in $T/fakeaws, and points amiport
 # and awscli at it: the documentation key pair, us-east-1, no IMDS, no
@@ -353,15 +368,8 @@ start_fakeaws() {
   /usr/bin/python3 "$SRCDIR/tests/fakeaws/server.py" --port 0 --state "$T/fakeaws" "$@" \
     >"$T/fakeaws.out" 2>"$T/fakeaws.log" &
   FAKEAWS_PID=$!
-  local i port=
-  for i in $(seq 200); do
-    port=$(awk '$1 == "ready" { print $2 }' "$T/fakeaws.out")
-    [ -n "$port" ] && break
-    kill -0 "$FAKEAWS_PID" 2>/dev/null || { cat "$T/fakeaws.log" >&2; fail "fakeaws exited"; }
-    sleep 0.1
-  done
-  [ -n "$port" ] || fail "fakeaws did not print 'ready PORT' within 20 s"
-  FAKEAWS_URL=http://127.0.0.1:$port
+  wait_ready fakeaws "$FAKEAWS_PID" "$T/fakeaws.out" "$T/fakeaws.log"
+  FAKEAWS_URL=http://127.0.0.1:$READY_PORT
   unset AWS_PROFILE AWS_DEFAULT_REGION AWS_SESSION_TOKEN AWS_ENDPOINT_URL_EBS AWS_ENDPOINT_URL_EC2
   export AWS_ACCESS_KEY_ID=AKIDEXAMPLE
   export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
@@ -428,15 +436,8 @@ start_s3rver() {
     --key "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY" \
     >"$T/s3rver.out" 2>"$T/s3rver.log" &
   S3RVER_PID=$!
-  local i port=
-  for i in $(seq 200); do
-    port=$(awk '$1 == "ready" { print $2 }' "$T/s3rver.out")
-    [ -n "$port" ] && break
-    kill -0 "$S3RVER_PID" 2>/dev/null || { cat "$T/s3rver.log" >&2; fail "s3rver exited"; }
-    sleep 0.1
-  done
-  [ -n "$port" ] || fail "s3rver did not print 'ready PORT' within 20 s"
-  S3RVER_URL=http://127.0.0.1:$port
+  wait_ready s3rver "$S3RVER_PID" "$T/s3rver.out" "$T/s3rver.log"
+  S3RVER_URL=http://127.0.0.1:$READY_PORT
   export AWS_ENDPOINT_URL_S3=$S3RVER_URL
 }
 

@@ -156,8 +156,10 @@ void aws_error_text(const struct aws_resp *r, char *code, size_t codelen, char *
                     size_t msglen);
 /* An XML answer parsed (an xmlDocPtr; free with xmlFreeDoc), or NULL. */
 void *aws_xml_parse(const char *body, size_t len);
-/* The text of the first element called name under node (an xmlNodePtr),
- * depth first, malloc'd; NULL if there is none. */
+/* The first element called name among node (an xmlNodePtr), its siblings
+ * and their descendants, depth first; NULL if there is none. */
+void *aws_xml_find(void *node, const char *name);
+/* The text of that element, malloc'd; NULL if there is none. */
 char *aws_xml_text(void *node, const char *name);
 
 #endif

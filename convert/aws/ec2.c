@@ -228,20 +228,6 @@ int ec2_register_image(struct aws_ctx *ctx, const struct ec2_register *r, char a
 }
 
 /* The element called name directly or deeper under node, depth first. */
-static xmlNodePtr ec2_find(xmlNodePtr node, const char *name)
-{
-  for (xmlNodePtr n = node; n; n = n->next) {
-    if (n->type != XML_ELEMENT_NODE)
-      continue;
-    if (strcmp((const char *)n->name, name) == 0)
-      return n;
-    xmlNodePtr c = ec2_find(n->children, name);
-    if (c)
-      return c;
-  }
-  return NULL;
-}
-
 int ec2_image_volumes(struct aws_ctx *ctx, const char *ami, struct ec2_image *im, struct error *e)
 {
   memset(im, 0, sizeof *im);
@@ -254,8 +240,8 @@ int ec2_image_volumes(struct aws_ctx *ctx, const char *ami, struct ec2_image *im
     return -1;
   }
   int rc = -1;
-  xmlNodePtr item = ec2_find(xmlDocGetRootElement(doc), "imagesSet");
-  item = item ? ec2_find(item->children, "item") : NULL;
+  xmlNodePtr item = aws_xml_find(xmlDocGetRootElement(doc), "imagesSet");
+  item = item ? aws_xml_find(item->children, "item") : NULL;
   if (!item) {
     error_set(e, ERR_REMOTE, "%s does not exist (DescribeImages lists no such image)", ami);
     goto out;
@@ -278,7 +264,7 @@ int ec2_image_volumes(struct aws_ctx *ctx, const char *ami, struct ec2_image *im
   free(root);
   if (!ok)
     goto out;
-  xmlNodePtr bdm = ec2_find(item->children, "blockDeviceMapping");
+  xmlNodePtr bdm = aws_xml_find(item->children, "blockDeviceMapping");
   for (xmlNodePtr n = bdm ? bdm->children : NULL; n; n = n->next) {
     if (n->type != XML_ELEMENT_NODE || strcmp((const char *)n->name, "item") != 0)
       continue;

@@ -404,20 +404,27 @@ void *aws_xml_parse(const char *body, size_t len)
                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 }
 
-char *aws_xml_text(void *node, const char *name)
+void *aws_xml_find(void *node, const char *name)
 {
   for (xmlNodePtr n = node; n; n = n->next) {
     if (n->type != XML_ELEMENT_NODE)
       continue;
-    if (strcmp((const char *)n->name, name) == 0) {
-      xmlChar *t = xmlNodeGetContent(n);
-      char *s = strdup(t ? (const char *)t : "");
-      xmlFree(t);
-      return s;
-    }
-    char *s = aws_xml_text(n->children, name);
-    if (s)
-      return s;
+    if (strcmp((const char *)n->name, name) == 0)
+      return n;
+    xmlNodePtr c = aws_xml_find(n->children, name);
+    if (c)
+      return c;
   }
   return NULL;
+}
+
+char *aws_xml_text(void *node, const char *name)
+{
+  xmlNodePtr n = aws_xml_find(node, name);
+  if (!n)
+    return NULL;
+  xmlChar *t = xmlNodeGetContent(n);
+  char *s = strdup(t ? (const char *)t : "");
+  xmlFree(t);
+  return s;
 }

@@ -14,6 +14,7 @@
  * endpoint for the signer. A bucket in another region than the request's
  * answers 301 PermanentRedirect, reported as such. */
 #include "s3.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,16 +28,6 @@
 #include <unistd.h>
 
 #define S3_PATH_MAX 900 /* http.c joins the endpoint's path and ours in 1 KiB */
-
-static void s3_hex(const uint8_t *in, size_t len, char *out)
-{
-  static const char hex[] = "0123456789abcdef";
-  for (size_t i = 0; i < len; i++) {
-    out[2 * i] = hex[in[i] >> 4];
-    out[2 * i + 1] = hex[in[i] & 15];
-  }
-  out[2 * len] = 0;
-}
 
 /* "/bucket/key" with every byte of the key but '/' percent-encoded once, as
  * the request line and SigV4's canonical URI for s3 both have it. */
@@ -307,7 +298,7 @@ static int s3_upload_one(struct aws_ctx *ctx, const struct s3_upload *u, struct 
   if (f->sha1) {
     char hex[41];
     EVP_Digest(buf, len, md, NULL, EVP_sha1(), NULL);
-    s3_hex(md, 20, hex);
+    hex_encode(md, 20, hex);
     if (strcasecmp(hex, f->sha1) != 0) {
       error_set(e, ERR_FORMAT, "%s: its SHA-1 is %s, not the expected %s (damaged or changed); "
                                "not uploaded", f->path, hex, f->sha1);
@@ -318,7 +309,7 @@ static int s3_upload_one(struct aws_ctx *ctx, const struct s3_upload *u, struct 
     error_set(e, ERR_UNSUPPORTED, "MD5 is not available in OpenSSL");
     goto out;
   }
-  s3_hex(md, 16, f->md5);
+  hex_encode(md, 16, f->md5);
   f->size = len;
   if (f->have && f->have->size == len && strcasecmp(f->have->etag, f->md5) == 0) {
     f->state = S3_FILE_SKIPPED;

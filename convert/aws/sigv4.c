@@ -13,6 +13,7 @@
  * Every buffer is bounded; a request that does not fit is an error, and no
  * error ever carries the secret key or a header value. */
 #include "aws.h"
+#include "hex.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -103,17 +104,6 @@ static void sigv4_encode(struct sigv4_buf *b, const char *s, size_t n, bool keep
   }
 }
 
-static int sigv4_hexval(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Percent-decodes s[0..n) into out (at least n bytes); returns the length.
  * A '%' not followed by two hex digits stays as it is, and '+' is a plus sign
  * (the query strings signed here are URIs, not HTML form bodies). */
@@ -122,8 +112,8 @@ static size_t sigv4_decode(const char *s, size_t n, char *out)
   size_t o = 0;
   for (size_t i = 0; i < n; i++) {
     int hi, lo;
-    if (s[i] == '%' && i + 2 < n && (hi = sigv4_hexval(s[i + 1])) >= 0 &&
-        (lo = sigv4_hexval(s[i + 2])) >= 0) {
+    if (s[i] == '%' && i + 2 < n && (hi = hex_digit(s[i + 1])) >= 0 &&
+        (lo = hex_digit(s[i + 2])) >= 0) {
       out[o++] = (char)(hi << 4 | lo);
       i += 2;
     } else {
@@ -347,16 +337,6 @@ static int sigv4_hmac(const void *key, size_t keylen, const void *msg, size_t ms
   return ok ? 0 : -1;
 }
 
-static void sigv4_hex(const unsigned char *d, size_t n, char *out)
-{
-  static const char hex[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = hex[d[i] >> 4];
-    out[2 * i + 1] = hex[d[i] & 15];
-  }
-  out[2 * n] = 0;
-}
-
 void aws_sha256_hex(const void *buf, size_t len, char out[65])
 {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -365,7 +345,7 @@ void aws_sha256_hex(const void *buf, size_t len, char out[65])
     out[0] = 0; /* an empty hash: the signer refuses it, so this cannot go unseen */
     return;
   }
-  sigv4_hex(md, 32, out);
+  hex_encode(md, 32, out);
 }
 
 void aws_amzdate(time_t t, char out[17])
@@ -550,7 +530,7 @@ int sigv4_authorization(const char *method, const char *path, const char *query,
     error_set(e, ERR_NOMEM, "sigv4: HMAC-SHA256 failed in OpenSSL");
     goto out;
   }
-  sigv4_hex(mac, 32, sig);
+  hex_encode(mac, 32, sig);
 
   n = snprintf(out, outlen,
                "AWS4-HMAC-SHA256 Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, "

@@ -9,6 +9,7 @@
  * with its own SHA-1. Memory is a few chunks per thread whatever the image
  * size; nothing of the whole image is written anywhere but the parts. */
 #include "bundle_int.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,7 +84,7 @@ static int bw_part_close(struct bw *w, struct error *e)
   if (close(fd) < 0)
     return error_errno(e, "%s/%s: close", w->o->destination, p->filename);
   EVP_DigestFinal_ex(w->part_sha, md, &len);
-  bundle_hex(md, 20, p->sha1);
+  hex_encode(md, 20, p->sha1);
   return 0;
 }
 
@@ -313,10 +314,10 @@ static int bw_manifest(struct bw *w, struct img *src, const uint8_t key[16], con
   uint8_t md[20];
   unsigned mdlen = 0;
   EVP_DigestFinal_ex(w->tar_sha, md, &mdlen);
-  bundle_hex(md, 20, m.digest);
+  hex_encode(md, 20, m.digest);
   char khex[33], ivhex[33];
-  bundle_hex(key, 16, khex);
-  bundle_hex(iv, 16, ivhex);
+  hex_encode(key, 16, khex);
+  hex_encode(iv, 16, ivhex);
   int ret = -1;
   if (bw_wrap_keys(o->user_cert, khex, ivhex, &m.user_encrypted_key, &m.user_encrypted_iv, e) == 0 &&
       bw_wrap_keys(o->ec2_cert, khex, ivhex, &m.ec2_encrypted_key, &m.ec2_encrypted_iv, e) == 0 &&

@@ -128,8 +128,6 @@ char *bundle_rsa_encrypt_hex(EVP_PKEY *k, const char *text, struct error *e);
 ssize_t bundle_rsa_decrypt_hex(EVP_PKEY *k, const char *hex, uint8_t *out, size_t cap);
 char *bundle_sign_hex(EVP_PKEY *k, const void *data, size_t len, struct error *e);
 bool bundle_verify_hex(EVP_PKEY *k, const void *data, size_t len, const char *sighex);
-void bundle_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
-ssize_t bundle_unhex(const char *hex, uint8_t *out, size_t cap);
 /* A file name a manifest may give: bare, in the manifest's folder. */
 bool bundle_name_ok(const char *s);
 

@@ -8,6 +8,7 @@
  * EC2's certificate. The reader checks every field's shape and names the
  * element it refuses. */
 #include "bundle.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,51 +25,13 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-/* ---- hex ----------------------------------------------------------------- */
-
-void bundle_hex(const uint8_t *in, size_t len, char *out)
-{
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < len; i++) {
-    out[2 * i] = digits[in[i] >> 4];
-    out[2 * i + 1] = digits[in[i] & 15];
-  }
-  out[2 * len] = 0;
-}
-
-static int mf_hexval(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-/* Decodes hex text into out (cap bytes); the byte count, or -1. */
-ssize_t bundle_unhex(const char *hex, uint8_t *out, size_t cap)
-{
-  size_t n = strlen(hex);
-  if (n % 2 || n / 2 > cap)
-    return -1;
-  for (size_t i = 0; i < n / 2; i++) {
-    int hi = mf_hexval(hex[2 * i]), lo = mf_hexval(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return -1;
-    out[i] = (uint8_t)(hi << 4 | lo);
-  }
-  return (ssize_t)(n / 2);
-}
-
 static bool mf_is_hex(const char *s, size_t want)
 {
   size_t n = strlen(s);
   if (n == 0 || (want && n != want) || n % 2)
     return false;
   for (; *s; s++)
-    if (mf_hexval(*s) < 0)
+    if (hex_digit(*s) < 0)
       return false;
   return true;
 }
@@ -143,7 +106,7 @@ char *bundle_rsa_encrypt_hex(EVP_PKEY *k, const char *text, struct error *e)
     hex = NULL;
     mf_ssl_error(e, ERR_IO, "RSA encryption failed", "bundle key");
   } else {
-    bundle_hex(out, n, hex);
+    hex_encode(out, n, hex);
   }
   free(out);
   EVP_PKEY_CTX_free(c);
@@ -155,7 +118,7 @@ char *bundle_rsa_encrypt_hex(EVP_PKEY *k, const char *text, struct error *e)
 ssize_t bundle_rsa_decrypt_hex(EVP_PKEY *k, const char *hex, uint8_t *out, size_t cap)
 {
   uint8_t in[1024];
-  ssize_t len = bundle_unhex(hex, in, sizeof in);
+  ssize_t len = hex_decode(hex, in, sizeof in);
   if (len <= 0)
     return -1;
   EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(k, NULL);
@@ -190,7 +153,7 @@ char *bundle_sign_hex(EVP_PKEY *k, const void *data, size_t len, struct error *e
     hex = NULL;
     mf_ssl_error(e, ERR_IO, "RSA-SHA1 signing failed", "manifest");
   } else {
-    bundle_hex(sig, n, hex);
+    hex_encode(sig, n, hex);
   }
   free(sig);
   EVP_MD_CTX_free(c);
@@ -200,7 +163,7 @@ char *bundle_sign_hex(EVP_PKEY *k, const void *data, size_t len, struct error *e
 bool bundle_verify_hex(EVP_PKEY *k, const void *data, size_t len, const char *sighex)
 {
   uint8_t sig[1024];
-  ssize_t n = bundle_unhex(sighex, sig, sizeof sig);
+  ssize_t n = hex_decode(sighex, sig, sizeof sig);
   EVP_MD_CTX *c = EVP_MD_CTX_new();
   bool ok = n > 0 && c && EVP_DigestVerifyInit(c, NULL, EVP_sha1(), NULL, k) > 0 &&
             EVP_DigestVerify(c, sig, (size_t)n, data, len) == 1;

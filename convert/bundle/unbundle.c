@@ -10,6 +10,7 @@
  * the destination and is renamed only when the tar stream's SHA-1 matched:
  * on any mismatch no output is left. */
 #include "bundle_int.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -138,7 +139,7 @@ static uint8_t *ub_read_part(struct ub *u, unsigned i, size_t *len, struct error
     buf = NULL;
   } else {
     EVP_Digest(buf, (size_t)st.st_size, md, &mdlen, EVP_sha1(), NULL);
-    bundle_hex(md, 20, hex);
+    hex_encode(md, 20, hex);
     if (strcmp(hex, u->m.parts[i].sha1) != 0) {
       error_set(e, ERR_FORMAT, "bundle part %s: SHA-1 is %s, the manifest says %s (the part is "
                 "damaged or from another bundle)", path, hex, u->m.parts[i].sha1);
@@ -363,7 +364,7 @@ static int ub_untar(struct ub *u, char digest[41], struct error *e)
   uint8_t md[20];
   unsigned mdlen = 0;
   EVP_DigestFinal_ex(sha, md, &mdlen);
-  bundle_hex(md, 20, digest);
+  hex_encode(md, 20, digest);
   ret = 0;
 out:
   EVP_MD_CTX_free(sha);
@@ -386,7 +387,7 @@ static int ub_unwrap(struct ub *u, const char *user_hex, const char *ec2_hex, co
                      "opens with the private key %s (the wrong key?)", u->o->manifest, what, what,
                      u->o->key_path);
   int ret = 0;
-  bool hex = n == 32 && bundle_unhex((const char *)text, out, 16) == 16; /* as ec2-bundle-image */
+  bool hex = n == 32 && hex_decode((const char *)text, out, 16) == 16; /* as ec2-bundle-image */
   if (!hex && n == 16)
     memcpy(out, text, 16);
   else if (!hex)
