@@ -356,7 +356,8 @@ static int mf_signed_text(struct mf_reader *r, const char *text, struct manifest
   size_t ilen = (size_t)(ime - im) + strlen("</image>");
   if (!(m->signed_text = malloc(mlen + ilen + 1)))
     return error_set(r->e, ERR_NOMEM, "manifest %s: out of memory", r->path);
-  memcpy(m->signed_text, mc, mlen);
+  if (mlen) /* version 3 has no machine configuration */
+    memcpy(m->signed_text, mc, mlen);
   memcpy(m->signed_text + mlen, im, ilen);
   m->signed_text[mlen + ilen] = 0;
   m->signed_len = mlen + ilen;
