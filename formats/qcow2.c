@@ -70,7 +70,8 @@ static int qcow2_read_extensions(struct img *im, struct qcow2 *q, const uint8_t 
       return error_set(e, ERR_FORMAT, "%s: qcow2 header extension 0x%08x has length %u, past "
                        "the end of the header cluster", im->path, type, len);
     switch (type) {
-    case QCOW2_EXT_BACKING_FORMAT:
+    case QCOW2_EXT_BACKING_FORMAT: /* given twice, the last one counts */
+      free(q->backing_format);
       if (!(q->backing_format = strndup((const char *)hdr + at, len)))
         return error_set(e, ERR_NOMEM, "out of memory");
       break;
