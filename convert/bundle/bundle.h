@@ -18,6 +18,7 @@
 #include "image.h"
 
 #define BUNDLE_PART_SIZE (10u << 20)   /* ec2-bundle-image's parts */
+#define BUNDLE_MAX_PART_MIB 256u       /* unbundle checks a part whole in memory */
 #define BUNDLE_MAX_PARTS 100000u
 #define BUNDLE_MAX_MAPPINGS 32u
 #define BUNDLE_MANIFEST_MAX (64u << 20) /* largest manifest file read */

@@ -27,7 +27,7 @@
 
 #define UB_MSG (1u << 20)          /* bytes a stage hands on at once */
 #define UB_QUEUE 8
-#define UB_MAX_PART (256ull << 20) /* a part is checked whole in memory */
+#define UB_MAX_PART ((uint64_t)BUNDLE_MAX_PART_MIB << 20) /* a part is checked whole in memory */
 
 struct ub_msg {
   uint8_t *buf;
@@ -131,7 +131,7 @@ static uint8_t *ub_read_part(struct ub *u, unsigned i, size_t *len, struct error
   else if (fd < 0)
     error_errno(e, "bundle part %s", path);
   else if (fstat(fd, &st) < 0 || (uint64_t)st.st_size > UB_MAX_PART)
-    error_set(e, ERR_UNSUPPORTED, "bundle part %s: larger than %llu MiB", path, UB_MAX_PART >> 20);
+    error_set(e, ERR_UNSUPPORTED, "bundle part %s: larger than %u MiB", path, BUNDLE_MAX_PART_MIB);
   else if (!(buf = malloc((size_t)st.st_size + 1)))
     error_set(e, ERR_NOMEM, "out of memory for bundle part %s", path);
   else if (img_pread_file(fd, buf, (size_t)st.st_size, 0, path, e) < 0) {

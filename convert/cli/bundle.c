@@ -50,7 +50,8 @@ static void bundle_help(void)
          "                            manifest (default: the image's file name; for a\n"
          "                            non-raw image with .img for its extension)\n"
          "  -d, --destination DIR     where to write them (default: the current folder)\n"
-         "      --part-size MiB       size of each part (default 10, as ec2-bundle-image)\n"
+         "      --part-size MiB       size of each part, 1 to 256 (default 10, as\n"
+         "                            ec2-bundle-image)\n"
          "  -p, --progress            show progress (default when stderr is a terminal)\n"
          "  -j, --jobs N              compression threads (default: one per core)\n"
          "  -h, --help                show this help\n");
@@ -166,8 +167,9 @@ int cmd_bundle(int argc, char **argv)
     case 'd': bo.destination = optarg; break;
     case O_PART_SIZE:
       n = strtol(optarg, &end, 10);
-      if (*end || n < 1 || n > 1024) {
-        cli_usage("bundle", "--part-size must be 1 to 1024 (MiB), not '%s'", optarg);
+      if (*end || n < 1 || n > BUNDLE_MAX_PART_MIB) {
+        cli_usage("bundle", "--part-size must be 1 to %u (MiB), not '%s'", BUNDLE_MAX_PART_MIB,
+                  optarg);
         goto out;
       }
       bo.part_size = (uint64_t)n << 20;
