@@ -10,17 +10,41 @@
 #include <stdlib.h>
 
 static const char help[] =
-  "Usage: amiport check " IMAGE_USAGE " [--output=human|json] [--deep] IMAGE\n\n"
+  "Usage: amiport check " IMAGE_USAGE " [--output=human|json] [--deep] IMAGE...\n"
+  "       amiport check " IMAGE_USAGE " [--output=human|json] --fix IMAGE\n\n"
   "Reads the guest on IMAGE without mounting it (partition table, filesystems,\n"
   "bootloader, kernels, initramfs, fstab) and says whether it will boot on EC2,\n"
-  "what registration would use, and what to change.\n\n"
+  "what registration would use, and what to change. With several images, each\n"
+  "gets its report (in JSON, an array of them, each naming its \"image\").\n\n"
   IMAGE_HELP
   "      --output FORMAT       human (default) or json\n"
   "      --deep                also inspect through libguestfs (LVM, btrfs, Windows;\n"
-  "                            its appliance takes seconds to start; the variables\n"
-  "                            LIBGUESTFS_BACKEND and LIBGUESTFS_BACKEND_SETTINGS apply)\n"
+  "                            its appliance takes seconds to start, once for all the\n"
+  "                            images; the variables LIBGUESTFS_BACKEND and\n"
+  "                            LIBGUESTFS_BACKEND_SETTINGS apply). With several\n"
+  "                            images, a UUID two of them share makes libguestfs's\n"
+  "                            fstab mount points ambiguous between them\n"
+  "      --fix                 repair IMAGE in place through libguestfs (read-write:\n"
+  "                            raw and qcow2 only, and not while a VM uses it; work on\n"
+  "                            a copy to keep the original): /etc/fstab entries that\n"
+  "                            name a device of this disk as /dev/sdX, hdX, vdX or xvdX\n"
+  "                            get the filesystem's UUID=; when the default boot entry\n"
+  "                            has no serial console, console=ttyS0 (x86) or\n"
+  "                            console=ttyAMA0 (arm64) is added to the kernel command\n"
+  "                            lines in GRUB's grub.cfg (and GRUB_CMDLINE_LINUX in\n"
+  "                            /etc/default/grub), menu.lst, extlinux.conf and boot\n"
+  "                            loader entries; when the kernel has nvme or ena as a\n"
+  "                            module its initramfs lacks, they are added to it by the\n"
+  "                            guest's own update-initramfs or dracut, run in the\n"
+  "                            appliance, so only for a guest of this host's\n"
+  "                            architecture. What it cannot change (no such tool,\n"
+  "                            another architecture, a device on another disk) is a\n"
+  "                            FIX_ finding. Prints each change, then checks the\n"
+  "                            result; nothing is written when there is nothing to\n"
+  "                            change\n"
   "  -h, --help                show this help\n\n"
-  "Exit status: 0 importable, 1 not importable (or an error), 2 usage error.\n";
+  "Exit status: 0 importable (every IMAGE), 1 not importable (or an error), 2 usage\n"
+  "error.\n";
 
 static void print_human(const struct inspection *in, struct json_object *j)
 {
@@ -67,65 +91,170 @@ static void print_human(const struct inspection *in, struct json_object *j)
                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
+/* Opens and reads one image; NULL (e set) on failure. */
+static struct inspection *check_read(const char *path, const struct image_args *ia,
+                                     struct img **im, struct error *e)
+{
+  if (!(*im = cli_open_image(path, ia, e)))
+    return NULL;
+  struct inspection *in = calloc(1, sizeof *in);
+  if (!in) {
+    error_set(e, ERR_NOMEM, "out of memory");
+    return NULL;
+  }
+  if (inspect_image(*im, in, e) < 0) {
+    inspect_free(in);
+    free(in);
+    return NULL;
+  }
+  return in;
+}
+
+static void check_free(struct inspection *in)
+{
+  if (in) {
+    inspect_free(in);
+    free(in);
+  }
+}
+
+/* --fix: repairs the image, then reads it again; the notes of what could
+ * not be repaired join the new findings. */
+static int check_fix(const char *path, const struct image_args *ia, struct img **im,
+                     struct inspection **in, struct fix_report *fr, struct error *e)
+{
+  if (inspect_fix(*im, *in, fr, e) < 0)
+    return -1;
+  check_free(*in);
+  *in = NULL;
+  img_close(*im);
+  *im = NULL;
+  if (!(*in = check_read(path, ia, im, e)))
+    return -1;
+  for (size_t i = 0; i < fr->nnotes; i++)
+    inspect_add_finding(*in, fr->notes[i].code, fr->notes[i].severity, "%s", fr->notes[i].message);
+  return 0;
+}
+
+static struct json_object *check_fix_json(const struct fix_report *fr)
+{
+  struct json_object *o = json_object_new_object(), *a = json_object_new_array();
+  for (size_t i = 0; i < fr->nchanges; i++)
+    json_object_array_add(a, json_object_new_string(fr->changes[i]));
+  json_object_object_add(o, "changes", a);
+  json_object_object_add(o, "image_changed", json_object_new_boolean(fr->image_changed));
+  return o;
+}
+
 int cmd_check(int argc, char **argv)
 {
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
     { "output", required_argument, NULL, 'O' },
     { "deep", no_argument, NULL, 'D' },
+    { "fix", no_argument, NULL, 'X' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
   enum output out = OUTPUT_HUMAN;
   struct image_args ia = { 0 };
-  bool deep = false;
+  bool deep = false, fix = false;
   int c;
   while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
     switch (c) {
     case 'O': if (cli_parse_output("check", optarg, &out)) return EXIT_USAGE; break;
     case 'D': deep = true; break;
+    case 'X': fix = true; break;
     case 'h': fputs(help, stdout); return EXIT_OK;
     default: if (cli_image_option("check", c, optarg, &ia) < 0) return EXIT_USAGE; break;
     }
   }
-  if (optind + 1 != argc)
-    return cli_usage("check", "expects one IMAGE");
+  if (optind == argc)
+    return cli_usage("check", "expects an IMAGE");
+  size_t n = (size_t)(argc - optind);
+  if (fix && n != 1)
+    return cli_usage("check", "--fix repairs one IMAGE at a time");
+  char **paths = argv + optind;
   struct error e = { 0 };
-  struct img *im = cli_open_image(argv[optind], &ia, &e);
-  if (!im)
-    return cli_fail(&e);
-  struct inspection *in = calloc(1, sizeof *in);
+  struct img **ims = calloc(n, sizeof *ims);
+  struct inspection **ins = calloc(n, sizeof *ins);
+  struct json_object **deeps = calloc(n, sizeof *deeps);
+  struct fix_report *fr = fix ? calloc(1, sizeof *fr) : NULL;
   int rc = EXIT_FAIL;
-  if (!in) {
+  if (!ims || !ins || !deeps || (fix && !fr)) {
     error_set(&e, ERR_NOMEM, "out of memory");
     goto out;
   }
-  if (inspect_image(im, in, &e) < 0)
+  for (size_t i = 0; i < n; i++)
+    if (!(ins[i] = check_read(paths[i], &ia, &ims[i], &e)))
+      goto out;
+  if (fix && check_fix(paths[0], &ia, &ims[0], &ins[0], fr, &e) < 0)
     goto out;
-  struct json_object *deep_report = NULL;
-  if (deep && inspect_deep(im, in, &deep_report, &e) < 0)
+  if (deep && inspect_deep(ims, ins, n, deeps, &e) < 0)
     goto out;
-  struct json_object *j = inspect_to_json(in);
-  bool remote = strncmp(im->path, "ebs:", 4) == 0;
-  if (remote) /* a snapshot read in place: what it cost, in the service's blocks */
-    json_object_object_add(j, "snapshot_blocks_fetched",
-                           json_object_new_int64((int64_t)ebs_blocks_fetched(im)));
-  if (deep)
-    json_object_object_add(j, "deep", deep_report);
-  if (out == OUTPUT_JSON)
-    puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-  else
+  struct json_object *all = n > 1 && out == OUTPUT_JSON ? json_object_new_array() : NULL;
+  bool importable = true;
+  for (size_t i = 0; i < n; i++) {
+    struct img *im = ims[i];
+    struct inspection *in = ins[i];
+    struct json_object *j = inspect_to_json(in);
+    bool remote = strncmp(im->path, "ebs:", 4) == 0;
+    if (n > 1)
+      json_object_object_add(j, "image", json_object_new_string(paths[i]));
+    if (remote) /* a snapshot read in place: what it cost, in the service's blocks */
+      json_object_object_add(j, "snapshot_blocks_fetched",
+                             json_object_new_int64((int64_t)ebs_blocks_fetched(im)));
+    if (deep) {
+      json_object_object_add(j, "deep", deeps[i]);
+      deeps[i] = NULL;
+    }
+    if (fix)
+      json_object_object_add(j, "fix", check_fix_json(fr));
+    importable &= inspect_importable(in);
+    if (out == OUTPUT_JSON) {
+      if (all) {
+        json_object_array_add(all, j);
+      } else {
+        puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(j);
+      }
+      continue;
+    }
+    if (i > 0)
+      putchar('\n');
+    if (fix) {
+      if (fr->nchanges) {
+        printf("Fixed %s:\n", paths[0]);
+        for (size_t k = 0; k < fr->nchanges; k++)
+          printf("  %s\n", fr->changes[k]);
+      } else {
+        printf("Nothing to fix on %s%s.\n", paths[0],
+               fr->nnotes ? " that --fix can change (see the FIX_ findings)" : "");
+      }
+      printf("After --fix:\n");
+    }
     print_human(in, j);
-  if (remote && out != OUTPUT_JSON)
-    printf("Fetched %llu blocks of 512 KiB from %s.\n",
-           (unsigned long long)ebs_blocks_fetched(im), im->path + 4);
-  json_object_put(j);
-  rc = inspect_importable(in) ? EXIT_OK : EXIT_FAIL;
-out:
-  if (in) {
-    inspect_free(in);
-    free(in);
+    if (remote)
+      printf("Fetched %llu blocks of 512 KiB from %s.\n",
+             (unsigned long long)ebs_blocks_fetched(im), im->path + 4);
+    json_object_put(j);
   }
-  img_close(im);
+  if (all) {
+    puts(json_object_to_json_string_ext(all, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(all);
+  }
+  rc = importable ? EXIT_OK : EXIT_FAIL;
+out:
+  for (size_t i = 0; ins && ims && i < n; i++) {
+    check_free(ins[i]);
+    if (ims[i])
+      img_close(ims[i]);
+    if (deeps && deeps[i])
+      json_object_put(deeps[i]);
+  }
+  free(ims);
+  free(ins);
+  free(deeps);
+  free(fr);
   return rc == EXIT_FAIL && e.msg[0] ? cli_fail(&e) : rc;
 }

@@ -92,11 +92,27 @@ int inspect_boot(struct inspection *in, struct error *e);
 /* os.c: os-release, fstab, boot entries, kernels, initramfs and drivers. */
 int inspect_os(struct inspection *in, struct error *e);
 
-/* guestfs.c: the deep path through libguestfs (slow: an appliance boots);
- * *out receives its own report, and in is completed where it knew less. */
+/* guestfs.c: the deep path through libguestfs (slow: an appliance boots,
+ * one for all n images); outs[i] receives image i's own report, and ins[i]
+ * is completed where it knew less. */
 struct json_object;
-int inspect_deep(struct img *im, struct inspection *in, struct json_object **out,
-                 struct error *e);
+int inspect_deep(struct img **ims, struct inspection **ins, size_t n,
+                 struct json_object **outs, struct error *e);
+
+/* guestfs.c: the repair path (`check --fix`), read-write on im (raw or
+ * qcow2) after in was read from it: what was changed, and notes (findings)
+ * on what could not be. */
+#define INSPECT_MAX_FIXES 32
+#define INSPECT_MAX_FIX_NOTES 16
+struct fix_report {
+  char changes[INSPECT_MAX_FIXES][400];
+  size_t nchanges;
+  struct finding notes[INSPECT_MAX_FIX_NOTES];
+  size_t nnotes;
+  bool image_changed;
+};
+int inspect_fix(struct img *im, const struct inspection *in, struct fix_report *r,
+                struct error *e);
 
 /* check.c */
 void inspect_add_finding(struct inspection *in, const char *code, enum severity sev,
