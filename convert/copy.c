@@ -32,6 +32,7 @@ struct engine {
   uint32_t zero_gran; /* zero detection granularity, a multiple of dst->block_size */
   pthread_mutex_t lock;
   pthread_cond_t changed;
+  pthread_mutex_t read_lock; /* sequential sources: taking a unit and reading it are one step */
   struct unit q[QUEUE];
   unsigned head, count;
   bool done, failed;
@@ -157,12 +158,17 @@ static void *worker(void *arg)
     engine_fail(g, &e);
     goto out;
   }
+  bool seq = img_sequential(g->src);
   for (;;) {
+    if (seq)
+      pthread_mutex_lock(&g->read_lock);
     pthread_mutex_lock(&g->lock);
     while (!g->count && !g->done && !g->failed)
       pthread_cond_wait(&g->changed, &g->lock);
     if (g->failed || !g->count) {
       pthread_mutex_unlock(&g->lock);
+      if (seq)
+        pthread_mutex_unlock(&g->read_lock);
       break;
     }
     struct unit u = g->q[g->head];
@@ -171,12 +177,11 @@ static void *worker(void *arg)
     pthread_cond_broadcast(&g->changed);
     pthread_mutex_unlock(&g->lock);
 
-    if (cancelled(g)) {
-      error_set(&e, ERR_INTERRUPTED, "interrupted");
-      engine_fail(g, &e);
-      break;
-    }
-    if (img_pread(g->src, buf, u.len, u.off, &e) < 0) {
+    int rc = cancelled(g) ? error_set(&e, ERR_INTERRUPTED, "interrupted")
+                          : img_pread(g->src, buf, u.len, u.off, &e);
+    if (seq)
+      pthread_mutex_unlock(&g->read_lock);
+    if (rc < 0) {
       engine_fail(g, &e);
       break;
     }
@@ -298,6 +303,7 @@ int copy_image(struct img *src, struct img *dst, const struct copy_opts *o,
   struct engine g = { .src = src, .dst = dst, .o = o };
   g.zero_gran = dst->block_size > 4096 ? dst->block_size : 4096;
   pthread_mutex_init(&g.lock, NULL);
+  pthread_mutex_init(&g.read_lock, NULL);
   pthread_cond_init(&g.changed, NULL);
   unsigned n = o->threads;
   if (!n) {
@@ -337,7 +343,7 @@ int copy_image(struct img *src, struct img *dst, const struct copy_opts *o,
     error_set(e, ERR_INTERRUPTED, "interrupted");
     goto out;
   }
-  if (dst->fmt->finish && dst->fmt->finish(dst, e) < 0)
+  if (img_verify_source(src, e) < 0 || (dst->fmt->finish && dst->fmt->finish(dst, e) < 0))
     goto out;
   progress_draw(&p, p.total, true);
   ret = 0;
@@ -351,6 +357,7 @@ out:
     st->seconds = mono_now() - p.start;
   }
   pthread_mutex_destroy(&g.lock);
+  pthread_mutex_destroy(&g.read_lock);
   pthread_cond_destroy(&g.changed);
   return ret;
 }
@@ -420,6 +427,10 @@ int copy_to_file(struct img *src, const char *dst_path, const char *fmt,
                  struct copy_stats *st, struct error *e)
 {
   struct stat sb;
+  if (o->verify && img_sequential(src))
+    return error_set(e, ERR_USAGE, "%s: a %s is read once, as a stream, and cannot be read again "
+                     "to verify the copy (its own checksums are checked)", src->path,
+                     src->fmt->name);
   if (lstat(dst_path, &sb) == 0) {
     if (!force)
       return error_set(e, ERR_EXISTS, "%s: already exists (pass --force to overwrite it)",

@@ -260,6 +260,15 @@ int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts 
     r->retries = u.retries;
     r->upload_seconds = u.seconds;
     msync(s.digests, s.maplen, MS_SYNC);
+    if (up < 0 && img_sequential(src) && e->code == ERR_FORMAT) {
+      /* a damaged stream (a bundle part or its digest): nothing to resume */
+      struct error de;
+      unlink(s.path);
+      if (ec2_delete_snapshot(ctx, s.snapshot, &de) == 0)
+        error_prefix(e, "snapshot %s deleted, nothing registered", s.snapshot);
+      else
+        error_prefix(e, "snapshot %s left behind (deleting it failed: %s)", s.snapshot, de.msg);
+    }
     if (up < 0)
       goto out;
     uint8_t linear[32];

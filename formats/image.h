@@ -84,6 +84,8 @@ struct img;
 enum image_format_flags {
   FMT_ORDERED_WRITES = 1 << 0, /* pwrite must come in increasing offset order */
   FMT_NO_PROBE = 1 << 1,       /* opened only by explicit name */
+  FMT_SEQUENTIAL = 1 << 2,     /* a stream: pread must come in increasing offset order,
+                                  one at a time, and verify ends the reading */
 };
 
 struct image_format {
@@ -100,6 +102,10 @@ struct image_format {
   int (*pread)(struct img *im, void *buf, size_t len, uint64_t off, struct error *e);
   int (*extents)(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
                  struct error *e);
+  /* Sequential sources: after the last read, reads what is left and checks
+   * the whole arrived intact (a bundle's SHA-1). A copy from such a source
+   * is complete only when this succeeds. */
+  int (*verify)(struct img *im, struct error *e);
   /* Adds format-specific fields to the info object (optional). */
   int (*describe)(struct img *im, struct json_object *obj, struct error *e);
   int (*create)(struct img *im, uint64_t size, struct create_opts *o, struct error *e);
@@ -145,6 +151,12 @@ void img_close(struct img *im);
 int img_pread(struct img *im, void *buf, size_t len, uint64_t off, struct error *e);
 int img_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
                 struct error *e);
+/* fmt->verify when the format has one, else 0. */
+int img_verify_source(struct img *im, struct error *e);
+static inline bool img_sequential(const struct img *im)
+{
+  return im->fmt->flags & FMT_SEQUENTIAL;
+}
 /* Calls cb for each run of the whole image's map, in order, runs that
  * continue across the windows it asks for merged; the map is asked for a
  * GiB at a time, so memory stays small whatever the size. cb returns 0 to

@@ -195,6 +195,11 @@ int img_pread(struct img *im, void *buf, size_t len, uint64_t off, struct error 
   return im->fmt->pread(im, buf, len, off, e);
 }
 
+int img_verify_source(struct img *im, struct error *e)
+{
+  return im->fmt->verify ? im->fmt->verify(im, e) : 0;
+}
+
 int img_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
                 struct error *e)
 {

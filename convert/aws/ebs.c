@@ -160,6 +160,7 @@ struct pipe {
   unsigned nslots;
   pthread_mutex_t lock;
   pthread_cond_t changed;
+  pthread_mutex_t read_lock; /* sequential sources: one claim-and-read at a time */
   /* the block cursor and the map window it reads (under lock) */
   uint64_t next;
   struct extent_list win;
@@ -239,8 +240,14 @@ static void *pipe_reader(void *arg)
 {
   struct pipe *p = arg;
   struct ebs_upload *u = p->u;
+  bool seq = img_sequential(u->src); /* a stream: claim and read as one step */
   pthread_mutex_lock(&p->lock);
   for (;;) {
+    if (seq) { /* read_lock comes before lock */
+      pthread_mutex_unlock(&p->lock);
+      pthread_mutex_lock(&p->read_lock);
+      pthread_mutex_lock(&p->lock);
+    }
     struct slot *s = NULL;
     while (!p->failed && !p->stop && !p->exhausted) {
       for (unsigned i = 0; i < p->nslots && !s; i++)
@@ -250,12 +257,13 @@ static void *pipe_reader(void *arg)
         break;
       pthread_cond_wait(&p->changed, &p->lock);
     }
-    if (!s)
-      break;
     uint64_t b;
     enum block_kind kind;
-    if (!pipe_claim(p, &b, &kind))
+    if (!s || !pipe_claim(p, &b, &kind)) {
+      if (seq)
+        pthread_mutex_unlock(&p->read_lock);
       break;
+    }
     s->state = SLOT_FILLING;
     pthread_mutex_unlock(&p->lock);
 
@@ -263,12 +271,16 @@ static void *pipe_reader(void *arg)
     int rc = 0;
     bool skip = false;
     if (kind == BLOCK_ZEROS) {
+      if (seq)
+        pthread_mutex_unlock(&p->read_lock);
       memset(s->buf, 0, EBS_BLOCK);
       memcpy(s->digest, p->zero_digest, 32);
     } else {
       uint64_t off = b * EBS_BLOCK;
       size_t len = off + EBS_BLOCK <= u->src->size ? EBS_BLOCK : (size_t)(u->src->size - off);
       rc = img_pread(u->src, s->buf, len, off, &e);
+      if (seq)
+        pthread_mutex_unlock(&p->read_lock);
       if (len < EBS_BLOCK)
         memset(s->buf + len, 0, EBS_BLOCK - len); /* the last block, zero-padded */
       skip = rc == 0 && u->sparse == EBS_SPARSE_ZEROS && buf_is_zero(s->buf, EBS_BLOCK);
@@ -369,6 +381,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
 
   aws_http_init();
   pthread_mutex_init(&p.lock, NULL);
+  pthread_mutex_init(&p.read_lock, NULL);
   pthread_cond_init(&p.changed, NULL);
   for (uint64_t i = 0; i < u->nblocks; i++)
     if (ebs_digest_set(u->digests[i]))
@@ -488,7 +501,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
     *e = p.err;
   else if (u->cancel && *u->cancel)
     error_set(e, ERR_INTERRUPTED, "interrupted");
-  else
+  else if (img_verify_source(u->src, e) == 0)
     rc = 0;
 out:
   if (p.slots) {
@@ -506,5 +519,6 @@ out:
   free(zero);
   pthread_cond_destroy(&p.changed);
   pthread_mutex_destroy(&p.lock);
+  pthread_mutex_destroy(&p.read_lock);
   return rc;
 }

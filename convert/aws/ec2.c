@@ -287,3 +287,12 @@ out:
   ec2_free(doc);
   return rc;
 }
+
+int ec2_delete_snapshot(struct aws_ctx *ctx, const char *id, struct error *e)
+{
+  struct ec2_params p = { 0 };
+  ec2_param(&p, "SnapshotId", id);
+  void *doc = ec2_call(ctx, "DeleteSnapshot", &p, e);
+  ec2_free(doc);
+  return doc ? 0 : -1;
+}

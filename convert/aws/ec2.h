@@ -75,6 +75,8 @@ struct ec2_image {
   size_t nvolumes;
 };
 
+/* DeleteSnapshot. */
+int ec2_delete_snapshot(struct aws_ctx *ctx, const char *id, struct error *e);
 /* The EBS volumes of an available, EBS-backed AMI (DescribeImages). */
 int ec2_image_volumes(struct aws_ctx *ctx, const char *ami, struct ec2_image *im,
                       struct error *e);

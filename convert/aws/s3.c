@@ -87,6 +87,27 @@ int s3_put_object(struct aws_ctx *ctx, const struct s3_put *p, struct error *e)
   return aws_call(ctx, &rq, op, NULL, e);
 }
 
+int s3_get_object(struct aws_ctx *ctx, const char *bucket, const char *key, uint64_t max,
+                  uint8_t **buf, size_t *len, struct error *e)
+{
+  char path[S3_PATH_MAX], op[1200];
+  snprintf(op, sizeof op, "S3 GetObject %s/%s", bucket, key);
+  if (s3_path(bucket, key, path, sizeof path, e) < 0)
+    return -1;
+  struct aws_req rq = { .svc = AWS_S3, .method = "GET", .path = path,
+                        .resp_max = max < SIZE_MAX - 1 ? (size_t)max : SIZE_MAX - 1 };
+  struct aws_resp r = { 0 };
+  if (aws_call(ctx, &rq, op, &r, e) < 0) {
+    free(r.body);
+    return -1;
+  }
+  if (!r.body && !(r.body = calloc(1, 1))) /* an empty object */
+    return error_set(e, ERR_NOMEM, "%s: out of memory", op);
+  *buf = (uint8_t *)r.body;
+  *len = r.len;
+  return 0;
+}
+
 /* ---- ListObjectsV2 ------------------------------------------------------- */
 
 /* The text of node's first child element called name, malloc'd, or NULL. */

@@ -20,6 +20,11 @@ struct s3_put {
 
 int s3_put_object(struct aws_ctx *ctx, const struct s3_put *p, struct error *e);
 
+/* One GetObject: the object whole into *buf (malloc'd, NUL-terminated), at
+ * most max bytes (a larger one is an error). */
+int s3_get_object(struct aws_ctx *ctx, const char *bucket, const char *key, uint64_t max,
+                  uint8_t **buf, size_t *len, struct error *e);
+
 struct s3_object {
   char *key;
   uint64_t size;

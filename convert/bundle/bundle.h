@@ -58,6 +58,9 @@ struct manifest {
 /* Reads and checks the shape of path (every field named in an error: which
  * element, what value); does not check the signature. */
 int manifest_read(const char *path, struct manifest *m, struct error *e);
+/* The same on text already read (len bytes, NUL-terminated), which it frees;
+ * path names it in errors. */
+int manifest_parse(const char *path, char *text, size_t len, struct manifest *m, struct error *e);
 void manifest_free(struct manifest *m);
 /* Writes m (version 2007-10-10, one line) to path, signed by user_key. */
 int manifest_write(const char *path, const struct manifest *m, EVP_PKEY *user_key,
@@ -94,6 +97,48 @@ struct bundle_result {
 int bundle_write(struct img *src, const struct bundle_opts *o, struct bundle_result *r,
                  struct error *e);
 
+/* ---- source.c: a bundle read as an image ---- */
+
+/* Where a bundle's files are: a local folder, or anything else that hands
+ * over a named file whole (an S3 prefix). */
+struct bundle_store {
+  const char *where;     /* named in messages: a folder, s3://BUCKET/PREFIX */
+  /* Reads file name whole into *buf (malloc'd with one spare byte), at
+   * most max bytes; errors name the file. */
+  int (*get)(void *ctx, const char *name, uint64_t max, uint8_t **buf, size_t *len,
+             struct error *e);
+  /* 0 when name is there; -1 with e naming it when not. */
+  int (*has)(void *ctx, const char *name, struct error *e);
+  void (*release)(void *ctx); /* when the image is closed; may be NULL */
+  void *ctx;
+  unsigned jobs;         /* parts fetched at once; 0: 2 */
+};
+
+/* The folder dir (which must outlive the store) as a store. */
+void bundle_store_dir(struct bundle_store *s, const char *dir);
+
+struct bundle_source_opts {
+  const struct bundle_store *store; /* copied; its release is called in any case */
+  const char *manifest;             /* the manifest's file name in the store, or with
+                                       local_manifest its path on this machine */
+  bool local_manifest;
+  EVP_PKEY *key;                    /* the user's (or EC2's) private key */
+  const char *key_path;
+  EVP_PKEY *cert;                   /* checks the signature; NULL: the key's public half */
+  const char *cert_path;
+  const volatile sig_atomic_t *cancel;
+};
+
+extern const struct image_format format_bundle;
+
+/* Opens a bundle as a sequential image source (FMT_SEQUENTIAL): read once,
+ * in order, then img_verify_source checks the tar stream's SHA-1 and sizes.
+ * Before it returns, the manifest's shape and signature, the AES key and IV
+ * and every part's presence are checked. The key and cert are not kept. */
+struct img *bundle_open(const struct bundle_source_opts *o, struct error *e);
+/* The manifest of an image bundle_open returned; NULL for any other image. */
+const struct manifest *bundle_image_manifest(struct img *im);
+
 /* ---- unbundle.c ---- */
 
 struct unbundle_opts {
@@ -118,7 +163,8 @@ struct unbundle_result {
   unsigned nparts;
 };
 
-/* Checks and decodes a bundle; on any mismatch no output is left. */
+/* Checks and decodes a bundle (bundle_open, then the copy engine); on any
+ * mismatch no output is left. */
 int unbundle(const struct unbundle_opts *o, struct unbundle_result *r, struct error *e);
 
 /* Keys and RSA (manifest.c). Errors name the file. */

@@ -389,12 +389,16 @@ static char *mf_slurp(const char *path, size_t *len, struct error *e)
 
 int manifest_read(const char *path, struct manifest *m, struct error *e)
 {
-  struct mf_reader r = { path, e };
   size_t len = 0;
   memset(m, 0, sizeof *m);
   char *text = mf_slurp(path, &len, e);
-  if (!text)
-    return -1;
+  return text ? manifest_parse(path, text, len, m, e) : -1;
+}
+
+int manifest_parse(const char *path, char *text, size_t len, struct manifest *m, struct error *e)
+{
+  struct mf_reader r = { path, e };
+  memset(m, 0, sizeof *m);
   int ret = -1;
   char *s = NULL;
   /* no network, no external entities, libxml2's limits on expansion */

@@ -17,6 +17,9 @@ static const char help[] =
   "what registration would use, and what to change. With several images, each\n"
   "gets its report (in JSON, an array of them, each naming its \"image\").\n\n"
   IMAGE_HELP
+         BUNDLE_SOURCE_HELP
+  "  check reads a bundle whole into a sparse file under $TMPDIR (deleted when it\n"
+  "  ends), because inspection reads anywhere on the disk.\n"
   "      --output FORMAT       human (default) or json\n"
   "      --deep                also inspect through libguestfs (LVM, btrfs, Windows;\n"
   "                            its appliance takes seconds to start, once for all the\n"
@@ -97,6 +100,12 @@ static struct inspection *check_read(const char *path, const struct image_args *
 {
   if (!(*im = cli_open_image(path, ia, e)))
     return NULL;
+  if (img_sequential(*im)) { /* a bundle: inspection reads anywhere */
+    struct img *spool = cli_spool(*im, false, e);
+    img_close(*im);
+    if (!(*im = spool))
+      return NULL;
+  }
   struct inspection *in = calloc(1, sizeof *in);
   if (!in) {
     error_set(e, ERR_NOMEM, "out of memory");
@@ -150,6 +159,7 @@ int cmd_check(int argc, char **argv)
 {
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
+    BUNDLE_SOURCE_LONGOPTS,
     { "output", required_argument, NULL, 'O' },
     { "deep", no_argument, NULL, 'D' },
     { "fix", no_argument, NULL, 'X' },

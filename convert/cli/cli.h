@@ -45,8 +45,21 @@ int cli_aws_option(int c, const char *arg, struct aws_opts *ao);
   AWS_HELP
 #define IMAGE_USAGE "[-f FMT] [--allow-backing] [--allow-extent-paths] [--disk N]"
 
+/* The options of the commands that read a bundle as an IMAGE. */
+#define BUNDLE_SOURCE_LONGOPTS                              \
+  { "privatekey", required_argument, NULL, 0x110 },        \
+  { "cert", required_argument, NULL, 0x111 }
+#define BUNDLE_SOURCE_HELP                                                              \
+  "  An IMAGE named PATH.manifest.xml or s3://BUCKET/PREFIX.manifest.xml is an\n"      \
+  "  instance-store bundle, read as a stream: each part's SHA-1 and the manifest's\n"  \
+  "  signature and digest are checked.\n"                                               \
+  "      --privatekey KEY      the PEM private key the bundle was made for\n"          \
+  "      --cert CERT           check the manifest's signature with CERT (default: the\n" \
+  "                            public half of KEY)\n"
+
 struct image_args {
   const char *format;
+  const char *privatekey, *cert; /* bundles */
   struct open_opts open;
   struct aws_opts aws;
 };
@@ -58,6 +71,13 @@ int cli_image_option(const char *cmd, int c, const char *arg, struct image_args 
 /* Opens path as the options say: a file, or an EBS snapshot (ebs:snap-...,
  * snap-...) or an AMI's root volume (ami-...). */
 struct img *cli_open_image(const char *path, const struct image_args *ia, struct error *e);
+
+/* A bundle's manifest named as an IMAGE (PATH.manifest.xml, s3://...). */
+bool cli_is_bundle(const char *path);
+struct img *cli_open_bundle(const char *path, const struct image_args *ia, struct error *e);
+/* A sequential source (a bundle) copied whole to an unlinked file under
+ * $TMPDIR, opened as raw, for the commands that read anywhere. */
+struct img *cli_spool(struct img *src, bool progress, struct error *e);
 
 /* Prints "amiport: CMD: message" and a hint to --help; returns EXIT_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -25,6 +25,8 @@ int cli_image_option(const char *cmd, int c, const char *arg, struct image_args 
   switch (c) {
   case 0x100: case 0x101: case 0x102: cli_aws_option(c, arg, &ia->aws); return 0;
   case 'f': ia->format = arg; return 0;
+  case 0x110: ia->privatekey = arg; return 0;
+  case 0x111: ia->cert = arg; return 0;
   case 'B': ia->open.allow_backing = true; return 0;
   case 'E': ia->open.allow_extent_paths = true; return 0;
   case 'k': {
@@ -102,6 +104,8 @@ int cli_aws_option(int c, const char *arg, struct aws_opts *ao)
 
 struct img *cli_open_image(const char *path, const struct image_args *ia, struct error *e)
 {
+  if (cli_is_bundle(path) && !ia->format)
+    return cli_open_bundle(path, ia, e);
   const char *id = strncmp(path, "ebs:", 4) == 0 ? path + 4 : path;
   if (strncmp(id, "snap-", 5) == 0 && !strchr(id, '/'))
     return ebs_open(&ia->aws, id, ia->open.max_table_bytes, e);

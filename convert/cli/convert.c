@@ -16,6 +16,7 @@ static void help(void)
          "names and leaving zeros unallocated. DST is written under a temporary name and\n"
          "renamed only when complete; on failure or Ctrl-C nothing is left behind.\n\n"
          IMAGE_HELP
+         BUNDLE_SOURCE_HELP
          "  -O, --output-format FMT  format of DST (required)\n"
          "  -o, --options OPTS       format options, key=value[,key=value...] (below)\n"
          "  -c, --compress           compress the data (qcow2)\n"
@@ -35,6 +36,7 @@ int cmd_convert(int argc, char **argv)
 {
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
+    BUNDLE_SOURCE_LONGOPTS,
     { "output-format", required_argument, NULL, 'O' },
     { "options", required_argument, NULL, 'o' },
     { "compress", no_argument, NULL, 'c' },

@@ -1,5 +1,6 @@
 /* import.c - amiport import (image -> EBS snapshot -> AMI), amiport register
  * (snapshot or uploaded bundle -> AMI) and amiport wait. */
+#include "bundle.h"
 #include "cli.h"
 #include "import.h"
 #include "inspect.h"
@@ -142,6 +143,7 @@ static const char import_help[] =
   "(its state is kept in $XDG_STATE_HOME/amiport); rerunning a finished import\n"
   "prints its result again.\n\n"
   IMAGE_HELP
+         BUNDLE_SOURCE_HELP
   REGISTER_HELP
   "      --encrypted           encrypt the snapshot (with --kms-key-id, that key)\n"
   "      --kms-key-id ARN      KMS key ARN for an encrypted snapshot\n"
@@ -224,6 +226,7 @@ int cmd_import(int argc, char **argv)
 {
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
+    BUNDLE_SOURCE_LONGOPTS,
     REGISTER_LONGOPTS,
     { "encrypted", no_argument, NULL, 0x300 },
     { "kms-key-id", required_argument, NULL, 0x301 },
@@ -318,13 +321,23 @@ int cmd_import(int argc, char **argv)
   }
   struct error e = { 0 };
   cli_catch_signals();
-  struct img *im = img_open(argv[optind], ia.format, &ia.open, &e);
+  bool bundle = cli_is_bundle(argv[optind]) && !ia.format;
+  struct img *im = bundle ? cli_open_bundle(argv[optind], &ia, &e)
+                          : img_open(argv[optind], ia.format, &ia.open, &e);
   if (!im) {
     rc = cli_fail(&e);
     goto out;
   }
   rc = EXIT_FAIL;
-  if (derive(im, &ra, force, &e) < 0) {
+  if (bundle) {
+    /* a stream is read once, by the upload: the manifest says what it holds */
+    const struct manifest *m = bundle_image_manifest(im);
+    if (!ra.r.arch)
+      ra.r.arch = m->arch && strcmp(m->arch, "i386") == 0 ? "i386" : "x86_64";
+    fprintf(stderr, "amiport: import: %s is read once, as a stream, so its guest is not "
+                    "inspected here (architecture %s from the manifest); 'amiport check' on it "
+                    "tells whether it boots\n", im->path, ra.r.arch);
+  } else if (derive(im, &ra, force, &e) < 0) {
     rc = cli_fail(&e);
     goto close;
   }

@@ -11,6 +11,7 @@ static const char help[] =
   "Shows the image's format, virtual size, size on disk, cluster size, how much of it\n"
   "is data, zeros and unallocated, and the format's features.\n\n"
   IMAGE_HELP
+         BUNDLE_SOURCE_HELP
   "      --output FORMAT       human (default) or json\n"
   "  -h, --help                show this help\n";
 
@@ -37,6 +38,7 @@ int cmd_info(int argc, char **argv)
 {
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
+    BUNDLE_SOURCE_LONGOPTS,
     { "output", required_argument, NULL, 'O' },
     { "help", no_argument, NULL, 'h' },
     { 0 },

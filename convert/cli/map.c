@@ -12,6 +12,7 @@ static const char help[] =
   "Prints the image's map: each run of data, zeros (written as zeros) and holes\n"
   "(never written). The JSON has the shape of 'qemu-img map --output=json'.\n\n"
   IMAGE_HELP
+         BUNDLE_SOURCE_HELP
   "      --output FORMAT       human (default) or json\n"
   "  -h, --help                show this help\n";
 
@@ -41,6 +42,7 @@ int cmd_map(int argc, char **argv)
 {
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
+    BUNDLE_SOURCE_LONGOPTS,
     { "output", required_argument, NULL, 'O' },
     { "help", no_argument, NULL, 'h' },
     { 0 },

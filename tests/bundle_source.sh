@@ -1,0 +1,97 @@
+# bundle_source.sh - a bundle read as an image: PATH.manifest.xml or
+# s3://BUCKET/PREFIX.manifest.xml with --privatekey is accepted by info, map,
+# convert, check and import.
+#
+# A bootable fixture is bundled; locally, convert gives the fixture back
+# (cmp), map shows the tar member's sparse map, check reports what it
+# reports on the fixture. Through the SigV4-checking S3 server
+# (tests/s3rver) and tests/fakeaws: import s3://... gives a snapshot that
+# botocore reads back identical to the fixture and an EBS-backed AMI
+# (Debian's awscli describes it). With one part changed in S3 the import
+# fails naming that part, its snapshot is deleted and nothing is registered.
+. "$SRCDIR/tests/lib.sh"
+setup_tmp
+require_cmd openssl cmp
+[ -x /usr/bin/aws ] || skip "Debian's awscli (/usr/bin/aws) is not installed"
+/usr/bin/python3 -c 'import botocore' 2>/dev/null || skip "python3-botocore is not installed"
+ensure_fixtures 1
+src=$FIXTURES/x86_64-bios-mbr.raw
+size=$(stat -c %s "$src")
+
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/key.pem" -out "$T/cert.pem" -days 2 \
+  -subj /CN=amiport-test >/dev/null 2>&1 || fail "openssl cannot make a key pair"
+mkdir -p "$T/b"
+amiport_ok bundle --privatekey "$T/key.pem" --cert "$T/cert.pem" --ec2cert "$T/cert.pem" \
+  --user 123456789012 --prefix disk.img --part-size 1 -d "$T/b" "$src"
+M=$T/b/disk.img.manifest.xml
+nparts=$(ls "$T/b"/disk.img.part.* | wc -l)
+[ "$nparts" -ge 3 ] || fail "expected several 1 MiB parts, got $nparts"
+
+# --- local: info, map, convert, check ---
+expect_rc 2 info "$M"
+stderr_has "privatekey"
+amiport_ok info --output=json --privatekey "$T/key.pem" "$M"
+[ "$(json_get "$T/stdout" format)" = bundle ] || fail "info: format is not bundle"
+[ "$(json_get "$T/stdout" virtual-size)" = "$size" ] || fail "info: wrong virtual size"
+amiport_ok map --output=json --privatekey "$T/key.pem" "$M"
+grep -q '"present": false' "$T/stdout" || fail "map of the bundle shows no holes (the sparse map is lost)"
+amiport_ok convert --privatekey "$T/key.pem" -O raw "$M" "$T/back.raw"
+cmp "$src" "$T/back.raw" || fail "convert of the bundle differs from the fixture"
+amiport_ok convert --privatekey "$T/key.pem" --cert "$T/cert.pem" -O qcow2 "$M" "$T/back.qcow2"
+qimg compare -q "$src" "$T/back.qcow2" || fail "qcow2 from the bundle differs from the fixture"
+expect_rc 2 convert --privatekey "$T/key.pem" --verify -O raw "$M" "$T/verify.raw"
+stderr_has "stream"
+amiport_ok check --output=json "$src"
+want_arch=$(json_get "$T/stdout" ami architecture)
+amiport_ok check --output=json --privatekey "$T/key.pem" "$M"
+[ "$(json_get "$T/stdout" ami architecture)" = "$want_arch" ] || fail "check of the bundle: wrong architecture"
+ls "${TMPDIR:-/tmp}"/amiport-spool-* 2>/dev/null && fail "check left its spool file behind"
+
+# a damaged part: the error names it, no output is left
+cp -r "$T/b" "$T/bad"
+printf 'X' | dd of="$T/bad/disk.img.part.01" bs=1 seek=100 conv=notrunc status=none
+expect_rc 1 convert --privatekey "$T/key.pem" -O raw "$T/bad/disk.img.manifest.xml" "$T/bad.raw"
+stderr_has "disk.img.part.01" "SHA-1"
+[ ! -e "$T/bad.raw" ] || fail "a damaged bundle left an output"
+
+# --- S3 and EBS ---
+start_fakeaws
+start_s3rver
+BUCKET=amiport-src
+s3x s3 mb "s3://$BUCKET" >/dev/null || fail "cannot make the bucket"
+amiport_ok upload-bundle --bucket "$BUCKET/images" --manifest "$M"
+URL=s3://$BUCKET/images/disk.img.manifest.xml
+amiport_ok import --output=json -j 8 --privatekey "$T/key.pem" --name from-bundle "$URL"
+cp "$T/stdout" "$T/imp.json"
+SNAP=$(json_get "$T/imp.json" snapshot_id)
+AMI=$(json_get "$T/imp.json" image_id)
+[[ $SNAP == snap-* && $AMI == ami-* ]] || fail "import printed no ids: $(cat "$T/imp.json")"
+/usr/bin/python3 "$SRCDIR/tests/ebs_readback.py" "$FAKEAWS_URL" "$SNAP" "$T/snap.raw" "$size" \
+  >/dev/null 2>"$T/rb.err" || { cat "$T/rb.err" >&2; fail "reading back $SNAP failed"; }
+cmp "$src" "$T/snap.raw" || fail "the snapshot imported from S3 differs from the fixture"
+awsx ec2 describe-images --image-ids "$AMI" >"$T/di.json" || fail "aws ec2 describe-images failed"
+/usr/bin/python3 - "$T/di.json" "$SNAP" <<'PY' || fail "describe-images: not the EBS-backed AMI expected"
+import json, sys
+im = json.load(open(sys.argv[1]))["Images"][0]
+assert im["RootDeviceType"] == "ebs", im
+assert im["Architecture"] == "x86_64", im
+assert any(m.get("Ebs", {}).get("SnapshotId") == sys.argv[2] for m in im["BlockDeviceMappings"]), im
+PY
+
+# a part changed in S3: the import fails, naming it; its snapshot is deleted
+amiport_ok upload-bundle --bucket "$BUCKET/damaged" --manifest "$M"
+head -c "$(stat -c %s "$T/b/disk.img.part.02")" /dev/urandom >"$T/other.part"
+s3x s3 cp "$T/other.part" "s3://$BUCKET/damaged/disk.img.part.02" >/dev/null || fail "cannot replace a part"
+awsx ec2 describe-snapshots --owner-ids self >"$T/before.json"
+expect_rc 1 import --output=json -j 8 --privatekey "$T/key.pem" --name damaged \
+  "s3://$BUCKET/damaged/disk.img.manifest.xml"
+stderr_has "disk.img.part.02" "SHA-1" "deleted, nothing registered"
+awsx ec2 describe-snapshots --owner-ids self >"$T/after.json"
+/usr/bin/python3 - "$T/before.json" "$T/after.json" <<'PY' || fail "the damaged import left a snapshot"
+import json, sys
+ids = lambda p: sorted(s["SnapshotId"] for s in json.load(open(p))["Snapshots"])
+assert ids(sys.argv[1]) == ids(sys.argv[2]), (ids(sys.argv[1]), ids(sys.argv[2]))
+PY
+awsx ec2 describe-images --owners self --filters Name=name,Values=damaged >"$T/dmg.json"
+grep -q '"ImageId"' "$T/dmg.json" && fail "the damaged import registered an image"
+info "bundle sources: every check passed"
