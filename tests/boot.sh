@@ -60,11 +60,23 @@ VMDK=1
 LEGS=()
 k=0
 # Two fixtures also make the round trip through EC2 (the local emulator):
-# import as an AMI, export the AMI back as qcow2, boot what came back.
+# import as an AMI, export the AMI back as qcow2, boot what came back. The
+# BIOS one also goes as an instance-store bundle into S3 (tests/s3rver) and
+# is imported from there as an EBS-backed AMI, exported and booted.
 ROUNDTRIP=0
 if /usr/bin/python3 -c 'import botocore' 2>/dev/null && command -v curl >/dev/null; then
   start_fakeaws
   ROUNDTRIP=1
+  # and one through an instance-store bundle in S3 (tests/s3rver), when Node.js is here
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    start_s3rver
+    s3x s3 mb s3://boot-bundles >/dev/null || fail "cannot make a bucket in s3rver"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/key.pem" -out "$T/cert.pem" -days 2 \
+      -subj /CN=amiport-boot >/dev/null 2>&1 || fail "openssl cannot make a key pair"
+    ROUNDTRIP=2
+  else
+    info "SKIP the bundle leg: node or npm is not installed (tests/s3rver needs them)"
+  fi
 else
   info "SKIP the EC2 round-trip legs: python3-botocore or curl is not installed"
 fi
@@ -117,9 +129,24 @@ while read -r name arch kver modes <&3; do
       fail "$name exported from $ami differs from $name.raw"
     LEGS+=("$name $arch $kver ${m[0]} qcow2 $T/$name.ec2.qcow2")
   fi
+  # instance-store bundle in S3 -> EBS-backed AMI -> exported image
+  if [ "$ROUNDTRIP" = 2 ] && [ "$name" = x86_64-bios-mbr ]; then
+    mkdir -p "$T/bundle"
+    amiport_ok bundle --privatekey "$T/key.pem" --cert "$T/cert.pem" --ec2cert "$T/cert.pem" \
+      --user 123456789012 -d "$T/bundle" "$raw"
+    amiport_ok upload-bundle --bucket boot-bundles/bios --manifest "$T/bundle/$name.raw.manifest.xml"
+    amiport_ok import --output=json --privatekey "$T/key.pem" --name "bundle-$name" \
+      "s3://boot-bundles/bios/$name.raw.manifest.xml"
+    ami=$(json_get "$T/stdout" image_id)
+    amiport_ok export -O qcow2 "$ami" "$T/$name.bundle.qcow2"
+    qemu-img compare -f raw -F qcow2 "$raw" "$T/$name.bundle.qcow2" >/dev/null ||
+      fail "$name through a bundle in S3 and back from $ami differs from $name.raw"
+    LEGS+=("$name $arch $kver ${m[0]} qcow2 $T/$name.bundle.qcow2")
+  fi
   k=$((k + 1))
 done 3<"$T/positive"
 stop_fakeaws
+stop_s3rver
 
 # 3. The boots, BOOT_JOBS at a time. Each leg leaves "PASS|FAIL seconds what"
 #    in $T/legs/N.result and its serial console in $T/legs/N.log.

@@ -441,6 +441,14 @@ start_s3rver() {
   export AWS_ENDPOINT_URL_S3=$S3RVER_URL
 }
 
+# stop_s3rver - stops the S3 server early (as stop_fakeaws).
+stop_s3rver() {
+  [ -n "$S3RVER_PID" ] || return 0
+  kill "$S3RVER_PID" 2>/dev/null
+  wait "$S3RVER_PID" 2>/dev/null
+  S3RVER_PID=
+}
+
 # s3rver_requests METHOD - how many METHOD requests s3rver has answered so far.
 s3rver_requests() {
   grep -c "^request $1 " "$T/s3rver.out"
