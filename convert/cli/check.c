@@ -14,7 +14,9 @@ static const char help[] =
   "       amiport check " IMAGE_USAGE " [--output=human|json] --fix IMAGE\n\n"
   "Reads the guest on IMAGE without mounting it (partition table, filesystems,\n"
   "bootloader, kernels, initramfs, fstab) and says whether it will boot on EC2,\n"
-  "what registration would use, and what to change. With several images, each\n"
+  "what registration would use, and what to change (Windows disks: NTFS and\n"
+  "Windows's boot code are recognised, and WINDOWS_LICENSE says why a snapshot\n"
+  "import is not licensed). With several images, each\n"
   "gets its report (in JSON, an array of them, each naming its \"image\").\n\n"
   IMAGE_HELP
   "      --output FORMAT       human (default) or json\n"
