@@ -22,7 +22,7 @@ static bool pow2_in(uint32_t v, uint32_t lo, uint32_t hi)
 static uint32_t ntfs_record_size(int8_t v, uint32_t cluster)
 {
   uint64_t s = v > 0 ? (uint64_t)v * cluster : v <= -9 && v >= -16 ? 1ull << -v : 0;
-  return s >= 512 && s <= 65536 && pow2_in((uint32_t)s, 512, 65536) ? (uint32_t)s : 0;
+  return s <= 65536 && pow2_in((uint32_t)s, 512, 65536) ? (uint32_t)s : 0;
 }
 
 bool ntfs_boot_sector(const uint8_t *b, size_t len, uint64_t region, struct ntfs_boot *nb)
