@@ -71,6 +71,14 @@ run_amiport check -f raw --output=json "$T/data.raw"
 [ "$(field "$T/stdout" "j['os']['id']")" = None ] && [ "$(codes "$T/stdout")" = "NO_BOOTLOADER NO_ROOT_FILESYSTEM" ] ||
   fail "data disk taken for Windows: $(codes "$T/stdout")"
 
+# Windows's NTFS boot sector but no MBR code to load it: Windows, and no
+# boot mode.
+cp "$T/win-bios.raw" "$T/nombr.raw"
+dd if=/dev/zero of="$T/nombr.raw" bs=440 count=1 conv=notrunc status=none
+run_amiport check -f raw --output=json "$T/nombr.raw"
+[ "$(codes "$T/stdout")" = "NO_BOOTLOADER WINDOWS_LICENSE" ] && [ "$(field "$T/stdout" "j['boot_modes']")" = "[]" ] ||
+  fail "no MBR code: $(codes "$T/stdout"), $(field "$T/stdout" "j['boot_modes']")"
+
 # The NTFS id with a BPB out of range (0 bytes per sector) is not NTFS.
 cp "$T/win-bios.raw" "$T/badbpb.raw"
 printf '\0\0' | dd of="$T/badbpb.raw" bs=1 seek=$((128 * 512 + 11)) conv=notrunc status=none

@@ -182,7 +182,9 @@ static void windows_loaders(struct inspection *in)
     if (!in->efi_loader[0])
       snprintf(in->efi_loader, sizeof in->efi_loader, "%s", "\\EFI\\Microsoft\\Boot\\bootmgfw.efi");
   }
-  if (in->pt.kind != PT_NONE && (mbr || vbr_loader))
+  /* The boot sector's loader runs only if some MBR code chain-loads it. */
+  static const uint8_t zero[440];
+  if (in->pt.kind != PT_NONE && (mbr || (vbr_loader && memcmp(m, zero, sizeof zero) != 0)))
     in->bios = true;
 }
 
