@@ -14,8 +14,10 @@ static const char help[] =
   "       amiport check " IMAGE_USAGE " [--output=human|json] --fix IMAGE\n\n"
   "Reads the guest on IMAGE without mounting it (partition table, filesystems,\n"
   "bootloader, kernels, initramfs, fstab) and says whether it will boot on EC2,\n"
-  "what registration would use, and what to change. With several images, each\n"
-  "gets its report (in JSON, an array of them, each naming its \"image\").\n\n"
+  "what registration would use, and what to change. A Windows disk (NTFS and\n"
+  "Windows's boot manager or boot code) gets WINDOWS_LICENSE, a bare filesystem\n"
+  "(an old paravirtual image) PARAVIRTUAL_ONLY. With several images, each gets\n"
+  "its report (in JSON, an array of them, each naming its \"image\").\n\n"
   IMAGE_HELP
          BUNDLE_SOURCE_HELP
   "  check reads a bundle whole into a sparse file under $TMPDIR (deleted when it\n"
@@ -56,10 +58,12 @@ static void print_human(const struct inspection *in, struct json_object *j)
          cli_human_size(in->virtual_size, b1), part_table_name(in->pt.kind));
   for (size_t i = 0; i < in->nvol; i++) {
     const struct inspect_volume *v = &in->vol[i];
+    /* NTFS is named, not read, but its label is known. */
+    bool named = v->mounted || (v->fs_name && strcmp(v->fs_name, "ntfs") == 0);
     printf("  %-3u %10s at %-10s %-22s %-12s %s%s\n", v->part ? v->part->index : 0,
            cli_human_size(v->size, b1), cli_human_size(v->start, b2),
            v->part ? v->part->type : "whole disk", v->fs_name ? v->fs_name : "-",
-           v->mounted && v->fs.label[0] ? "label=" : "", v->mounted ? v->fs.label : "");
+           named && v->fs.label[0] ? "label=" : "", named ? v->fs.label : "");
   }
   printf("OS:           %s\n", in->os_pretty[0] ? in->os_pretty : in->os_id[0] ? in->os_id : "unknown");
   printf("Architecture: %s\n", in->arch ? in->arch : in->efi_arch ? in->efi_arch : "unknown");

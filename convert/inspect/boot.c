@@ -2,13 +2,15 @@
  * supports: BIOS (GRUB 2 i386-pc boot.img in the MBR with its core.img in
  * the post-MBR gap or a BIOS boot partition, GRUB legacy, SYSLINUX/EXTLINUX,
  * LILO) and UEFI (the fallback loaders \EFI\BOOT\BOOT*.EFI on the ESP, whose
- * PE header tells their architecture; shim, GRUB and systemd-boot beside). */
+ * PE header tells their architecture; shim, GRUB and systemd-boot beside),
+ * and Windows's (its boot manager on the ESP, its MBR and NTFS boot code). */
 #include "inspect.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #define GRUB_KERNEL_SECTOR 0x5c /* boot.img: LBA of core.img's first sector */
+#define WINDOWS_EFI "/EFI/Microsoft/Boot/bootmgfw.efi"
 
 static bool mem_has(const uint8_t *b, size_t len, const char *s)
 {
@@ -110,7 +112,7 @@ static void uefi_loaders(struct inspection *in)
     { "/EFI/redhat/grubx64.efi", "grub2" },
     { "/EFI/centos/grubx64.efi", "grub2" },
     { "/EFI/fedora/grubx64.efi", "grub2" },
-    { "/EFI/Microsoft/Boot/bootmgfw.efi", "windows-boot-manager" },
+    { WINDOWS_EFI, "windows-boot-manager" },
   };
   for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
     struct fs_inode ino;
@@ -126,11 +128,72 @@ static void uefi_loaders(struct inspection *in)
     snprintf(in->bootloader, sizeof in->bootloader, "efi");
 }
 
+/* The Windows Boot Manager on the ESP, a real PE image: its architecture. */
+static const char *windows_efi(struct inspection *in)
+{
+  if (in->esp < 0)
+    return NULL;
+  struct fs *fs = &in->vol[in->esp].fs;
+  struct fs_inode ino;
+  struct error e;
+  uint8_t head[4096];
+  if (fs_resolve(fs, WINDOWS_EFI, true, &ino, &e) != 0 || ino.type != FS_REG)
+    return NULL;
+  ssize_t n = fs->drv->read(fs, ino.ino, head, sizeof head, 0, &e);
+  return n > 0 ? pe_machine_arch(head, (size_t)n) : NULL;
+}
+
+/* Windows: an NTFS volume, and its boot manager on the ESP, or on a BIOS
+ * disk Windows's MBR code (known by its messages) or an NTFS boot sector
+ * whose code loads BOOTMGR or NTLDR. A Linux root wins (dual boot). */
+static void windows_loaders(struct inspection *in)
+{
+  bool ntfs = false;
+  const char *vbr_loader = NULL;
+  for (size_t i = 0; i < in->nvol; i++) {
+    const struct inspect_volume *v = &in->vol[i];
+    uint8_t vbr[8192]; /* the boot sector and the rest of $Boot's code */
+    struct error e;
+    if (!v->fs_name || strcmp(v->fs_name, "ntfs") != 0)
+      continue;
+    ntfs = true;
+    if (!vbr_loader && v->size >= sizeof vbr &&
+        disk_pread(&in->disk, vbr, sizeof vbr, v->start, &e) == 0)
+      vbr_loader = ntfs_boot_loader(vbr, sizeof vbr);
+  }
+  if (!ntfs || in->root >= 0)
+    return;
+  const uint8_t *m = in->pt.mbr;
+  bool mbr = in->pt.kind != PT_NONE && (mem_has(m, 440, "Invalid partition table") ||
+                                        mem_has(m, 440, "Missing operating system"));
+  const char *efi_arch = windows_efi(in);
+  if (!efi_arch && !mbr && !(vbr_loader && in->pt.kind != PT_NONE))
+    return;
+  in->windows = true;
+  snprintf(in->os_id, sizeof in->os_id, "windows");
+  if (!in->os_pretty[0])
+    snprintf(in->os_pretty, sizeof in->os_pretty, "Windows");
+  snprintf(in->bootloader, sizeof in->bootloader, "%s",
+           efi_arch || (vbr_loader && strcmp(vbr_loader, "BOOTMGR") == 0) ? "windows-boot-manager"
+           : vbr_loader ? "ntldr" : "windows-mbr");
+  if (efi_arch) {
+    in->uefi = true;
+    in->efi_arch = efi_arch;
+    if (!in->efi_loader[0])
+      snprintf(in->efi_loader, sizeof in->efi_loader, "%s", "\\EFI\\Microsoft\\Boot\\bootmgfw.efi");
+  }
+  /* The boot sector's loader runs only if some MBR code chain-loads it. */
+  static const uint8_t zero[440];
+  if (in->pt.kind != PT_NONE && (mbr || (vbr_loader && memcmp(m, zero, sizeof zero) != 0)))
+    in->bios = true;
+}
+
 int inspect_boot(struct inspection *in, struct error *e)
 {
   (void)e;
   if (in->pt.kind != PT_NONE)
     bios_loaders(in);
   uefi_loaders(in);
+  windows_loaders(in);
   return 0;
 }

@@ -78,9 +78,42 @@ static bool bad_device_name(const char *spec)
   return false;
 }
 
+/* A bare filesystem (no partition table) holding the root: an image for a
+ * paravirtual Xen kernel (AKI), which current instance types cannot boot. */
+static bool paravirtual(const struct inspection *in)
+{
+  return in->pt.kind == PT_NONE && in->root == 0 && in->vol[0].part == NULL;
+}
+
+static void judge_paravirtual(struct inspection *in)
+{
+  if (!paravirtual(in))
+    return;
+  inspect_add_finding(in, "PARAVIRTUAL_ONLY", SEV_ERROR,
+                      "The disk is a bare %s filesystem with no partition table%s: a paravirtual "
+                      "(Xen AKI) image, which current instance types cannot boot. Put the "
+                      "filesystem in partition 1 of a partitioned disk (virt-resize, or sfdisk "
+                      "and dd), install GRUB 2 and an HVM kernel with the NVMe and ENA drivers, "
+                      "then re-check.",
+                      in->vol[0].fs_name ? in->vol[0].fs_name : "?",
+                      in->pv_grub_menu ? " (its /boot/grub/menu.lst is for pv-grub)" : "");
+}
+
+static void judge_windows(struct inspection *in)
+{
+  if (!in->windows)
+    return;
+  inspect_add_finding(in, "WINDOWS_LICENSE", SEV_ERROR,
+                      "This is a Windows disk (%s). An AMI registered from its snapshot carries "
+                      "no Windows billing code, so its instances are not licensed through AWS. "
+                      "Use VM Import (aws ec2 import-image with --license-type AWS or BYOL), or "
+                      "bring your own licence on Dedicated Hosts and pass --force.",
+                      in->bootloader);
+}
+
 static void judge_root(struct inspection *in)
 {
-  if (in->root >= 0)
+  if (in->root >= 0 || in->windows)
     return;
   if (foreign_root(in, "crypto_LUKS"))
     inspect_add_finding(in, "ROOT_ENCRYPTED", SEV_ERROR,
@@ -113,7 +146,7 @@ static void judge_boot(struct inspection *in)
     inspect_add_finding(in, "GRUB_CORE_MISSING", SEV_ERROR,
                         "GRUB 2 is in the MBR but the core.img it points to is not on the disk; "
                         "the disk will not boot. Re-run grub-install on the source machine.");
-  if (!in->bios && !in->uefi && !in->lilo && !in->grub_core_missing)
+  if (!in->bios && !in->uefi && !in->lilo && !in->grub_core_missing && !paravirtual(in))
     inspect_add_finding(in, "NO_BOOTLOADER", SEV_ERROR,
                         "No bootloader was found: nothing in the MBR and no EFI fallback loader "
                         "(\\EFI\\BOOT\\BOOTX64.EFI or BOOTAA64.EFI) on an EFI System Partition. "
@@ -139,7 +172,7 @@ static void judge_kernel(struct inspection *in)
   if (in->default_kernel < 0) {
     /* An unreadable /boot is already an error that says why; "install a
      * kernel package" would be the wrong advice. */
-    if (check_has_finding(in, "BOOT_UNREADABLE"))
+    if (check_has_finding(in, "BOOT_UNREADABLE") || paravirtual(in))
       return;
     inspect_add_finding(in, "NO_KERNEL", SEV_ERROR,
                         "No kernel (vmlinuz-*) was found in /boot. Install a kernel package "
@@ -200,6 +233,19 @@ static void judge_kernel(struct inspection *in)
                         (int)strcspn(root, " \t"), root);
 }
 
+/* An instance-store volume: the classic names EC2 gave ephemeral disks
+ * (sdb..sde, xvdb..xvde, or their first partition), or "ephemeral" in the
+ * device or mount point (/media/ephemeral0). */
+static bool ephemeral_entry(const struct fstab_entry *f)
+{
+  if (strstr(f->spec, "ephemeral") || strstr(f->file, "ephemeral"))
+    return true;
+  const char *d = strncmp(f->spec, "/dev/sd", 7) == 0    ? f->spec + 7
+                  : strncmp(f->spec, "/dev/xvd", 8) == 0 ? f->spec + 8
+                                                         : NULL;
+  return d && d[0] >= 'b' && d[0] <= 'e' && (!d[1] || strcmp(d + 1, "1") == 0);
+}
+
 static void judge_fstab(struct inspection *in)
 {
   for (size_t i = 0; i < in->nfstab; i++) {
@@ -207,7 +253,14 @@ static void judge_fstab(struct inspection *in)
     /* A mount the boot waits for stops it when its device is not there;
      * swap and nofail mounts only warn. */
     bool waits = strcmp(f->type, "swap") != 0 && !strstr(f->options, "nofail");
-    if (bad_device_name(f->spec))
+    if (ephemeral_entry(f))
+      inspect_add_finding(in, "FSTAB_EPHEMERAL", SEV_WARNING,
+                          "/etc/fstab mounts the instance-store volume %s at %s%s; an EBS-backed "
+                          "instance has it only when the launch maps an ephemeral device (on "
+                          "Nitro as /dev/nvme*n1). Remove the entry, or add nofail and map the "
+                          "ephemeral device at launch.", f->spec, f->file,
+                          waits ? ", and the boot waits for it" : "");
+    else if (bad_device_name(f->spec))
       inspect_add_finding(in, "FSTAB_DEVICE_NAME", waits ? SEV_ERROR : SEV_WARNING,
                           "/etc/fstab names %s by device (%s); on Nitro instances disks are "
                           "/dev/nvme*, so %s. Use UUID= or LABEL= instead.", f->file, f->spec,
@@ -243,6 +296,8 @@ void inspect_judge(struct inspection *in)
                         "Both GPT headers are invalid: %s. The partitions cannot be read, here "
                         "or by Linux at boot. Repair the GPT (gdisk) before import.",
                         in->pt.gpt_invalid);
+  judge_windows(in);
+  judge_paravirtual(in);
   judge_root(in);
   judge_boot(in);
   judge_kernel(in);
@@ -279,8 +334,9 @@ struct json_object *inspect_to_json(const struct inspection *in)
     json_object_object_add(p, "size", json_object_new_int64((int64_t)v->size));
     json_object_object_add(p, "type", jstr(v->part ? v->part->type : "whole disk"));
     json_object_object_add(p, "filesystem", jstr(v->fs_name));
-    json_object_object_add(p, "label", v->mounted ? jstr(v->fs.label) : NULL);
-    json_object_object_add(p, "uuid", v->mounted ? jstr(v->fs.uuid) : NULL);
+    bool named = v->mounted || (v->fs_name && strcmp(v->fs_name, "ntfs") == 0);
+    json_object_object_add(p, "label", named ? jstr(v->fs.label) : NULL);
+    json_object_object_add(p, "uuid", named ? jstr(v->fs.uuid) : NULL);
     json_object_array_add(a, p);
   }
   json_object_object_add(o, "partitions", a);

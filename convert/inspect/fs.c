@@ -31,8 +31,6 @@ static const char *foreign_signature(struct disk *d, uint64_t base, uint64_t siz
   if (disk_pread(d, b, sizeof b, base, &e) == 0) {
     if (memcmp(b, "LUKS\xba\xbe", 6) == 0)
       return "crypto_LUKS";
-    if (memcmp(b + 3, "NTFS    ", 8) == 0)
-      return "ntfs";
     if (memcmp(b + 0x218, "LVM2 001", 8) == 0 || memcmp(b + 0x018, "LVM2 001", 8) == 0)
       return "LVM2_member";
     if (memcmp(b + 4086, "SWAPSPACE2", 10) == 0 || memcmp(b + 4086, "SWAP-SPACE", 10) == 0)
@@ -63,7 +61,7 @@ int fs_open(struct fs *fs, struct disk *d, uint64_t base, uint64_t size, const c
     }
   }
   if (!best) {
-    *name = foreign_signature(d, base, size);
+    *name = ntfs_identify(d, base, size, fs) ? "ntfs" : foreign_signature(d, base, size);
     return 1;
   }
   fs->drv = best;

@@ -65,7 +65,7 @@ int fs_pread(struct fs *fs, void *buf, size_t len, uint64_t off, struct error *e
 /* Identifies and mounts the filesystem in a region: 0 mounted, 1 no
  * filesystem we can read there (*name set to a signature we recognised but
  * cannot read, e.g. "btrfs", "LVM2_member", "crypto_LUKS", "ntfs", "swap", or
- * NULL), -1 error. */
+ * NULL; for "ntfs", fs->label and fs->uuid are filled), -1 error. */
 int fs_open(struct fs *fs, struct disk *d, uint64_t base, uint64_t size, const char **name,
             struct error *e);
 void fs_close(struct fs *fs);
@@ -81,5 +81,19 @@ int fs_read_file(struct fs *fs, const char *path, size_t max, char **buf, size_t
                  struct error *e);
 
 extern const struct fs_driver fs_ext4, fs_xfs, fs_fat;
+
+/* ntfs.c: NTFS is recognised and named, not read. */
+struct ntfs_boot {
+  uint32_t sector, cluster, record; /* bytes */
+  uint64_t total_sectors, mft_lcn, serial;
+};
+/* Is b (a volume's first sector) an NTFS boot sector whose BPB fits a
+ * region of that many bytes? */
+bool ntfs_boot_sector(const uint8_t *b, size_t len, uint64_t region, struct ntfs_boot *nb);
+/* "BOOTMGR" or "NTLDR" when the boot code (the volume's first sectors)
+ * names that loader, in ASCII or UTF-16; NULL otherwise. */
+const char *ntfs_boot_loader(const uint8_t *b, size_t len);
+/* An NTFS volume at base: fills fs->uuid (the serial), fs->label, fs->version. */
+bool ntfs_identify(struct disk *d, uint64_t base, uint64_t size, struct fs *fs);
 
 #endif

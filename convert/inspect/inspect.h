@@ -62,6 +62,8 @@ struct inspection {
   char efi_loader[64];      /* \EFI\BOOT\BOOTX64.EFI */
   const char *efi_arch;
   bool lilo, grub_core_missing;
+  bool windows;             /* an NTFS volume and a Windows boot loader, no Linux root */
+  bool pv_grub_menu;        /* the root has /boot/grub/menu.lst (pv-grub's, on a bare filesystem) */
 
   struct inspect_kernel kernels[INSPECT_MAX_KERNELS];
   size_t nkernels;

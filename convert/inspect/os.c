@@ -400,6 +400,7 @@ int inspect_os(struct inspection *in, struct error *e)
     read_fstab(in, &ignored);
     struct fs_inode ino;
     in->cloud_init = fs_resolve(root_fs(in), "/etc/cloud/cloud.cfg", true, &ino, &ignored) == 0;
+    in->pv_grub_menu = fs_resolve(root_fs(in), "/boot/grub/menu.lst", true, &ino, &ignored) == 0;
   }
   /* Without a readable root (encrypted, LVM) /boot may still be its own. */
   find_boot(in, &ignored);
