@@ -11,7 +11,7 @@
 # fails naming that part, its snapshot is deleted and nothing is registered.
 . "$SRCDIR/tests/lib.sh"
 setup_tmp
-require_cmd openssl cmp
+require_cmd openssl cmp mkfs.ext4
 [ -x /usr/bin/aws ] || skip "Debian's awscli (/usr/bin/aws) is not installed"
 /usr/bin/python3 -c 'import botocore' 2>/dev/null || skip "python3-botocore is not installed"
 ensure_fixtures 1
@@ -53,6 +53,25 @@ printf 'X' | dd of="$T/bad/disk.img.part.01" bs=1 seek=100 conv=notrunc status=n
 expect_rc 1 convert --privatekey "$T/key.pem" -O raw "$T/bad/disk.img.manifest.xml" "$T/bad.raw"
 stderr_has "disk.img.part.01" "SHA-1"
 [ ! -e "$T/bad.raw" ] || fail "a damaged bundle left an output"
+
+# an old instance-store image: a bare filesystem with pv-grub's menu.lst and
+# an ephemeral mount; check on its bundle says so
+mkdir -p "$T/pv/etc" "$T/pv/boot/grub"
+printf 'LABEL=/ / ext4 defaults 1 1\n/dev/sdb /mnt auto defaults 0 2\n' >"$T/pv/etc/fstab"
+printf 'ID=amzn\nVERSION_ID=2011.09\n' >"$T/pv/etc/os-release"
+printf 'default 0\ntitle Amazon Linux\nroot (hd0)\nkernel /boot/vmlinuz root=LABEL=/\n' \
+  >"$T/pv/boot/grub/menu.lst"
+truncate -s 8M "$T/pv.img"
+mkfs.ext4 -q -F -L / -d "$T/pv" "$T/pv.img" || fail "mkfs.ext4 -d"
+mkdir -p "$T/pvb"
+amiport_ok bundle --privatekey "$T/key.pem" --cert "$T/cert.pem" --ec2cert "$T/cert.pem" \
+  --user 123456789012 --arch x86_64 -d "$T/pvb" "$T/pv.img"
+expect_rc 1 check --output=json --privatekey "$T/key.pem" "$T/pvb/pv.img.manifest.xml"
+"$PYTHON" - "$T/stdout" <<'PY' || fail "check of a bare-filesystem bundle: $(cat "$T/stdout")"
+import json, sys
+codes = [f["code"] for f in json.load(open(sys.argv[1]))["findings"]]
+assert "PARAVIRTUAL_ONLY" in codes and "FSTAB_EPHEMERAL" in codes, codes
+PY
 
 # --- S3 and EBS ---
 start_fakeaws
