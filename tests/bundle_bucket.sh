@@ -15,7 +15,8 @@
 # 3. Resume: a run (-j 1) is interrupted while s3rver is frozen; the rerun
 #    (-j 2: the parts do not depend on the thread count) reuses the state's
 #    key and IV, PUTs only the parts the bucket did not hold (s3rver's
-#    request log), and the bundle decodes to the fixture.
+#    request log), and the bundle decodes to the fixture; its -p bar counts
+#    the parts.
 # 4. Usage errors: --bucket with --destination, --register without --name;
 #    a missing bucket is named with its S3 error.
 . "$SRCDIR/tests/lib.sh"
@@ -235,8 +236,10 @@ had=$(wc -l <"$T/before.txt")
 info "interrupted with $had parts in the bucket"
 puts2=$(s3rver_requests PUT)
 amiport_ok bundle "${KEYS[@]}" --bucket "$BUCKET/resume" --prefix disk.img --part-size 1 -j 2 \
-  --output=json "$SNAP"
+  --output=json -p "$SNAP"
 cp "$T/stdout" "$T/res.json"
+# -p: the bar counts the source's bytes and the parts stored and skipped
+stderr_has "MiB/s +parts: [0-9]+ stored, [0-9]+ already there, [0-9]+ made"
 [ "$(json_get "$T/res.json" resumed)" = true ] || fail "the rerun did not resume: $(cat "$T/res.json")"
 verify resume resume disk.img
 [ "$had" -lt "$NPARTS" ] || fail "the interrupted run had stored every part ($had of $NPARTS): no resume to test"
