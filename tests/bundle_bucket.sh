@@ -17,6 +17,9 @@
 #    key and IV, PUTs only the parts the bucket did not hold (s3rver's
 #    request log), and the bundle decodes to the fixture; its -p bar counts
 #    the parts.
+#    Then a part's PUT is refused (start.js --fail-put): the error names the
+#    part and S3's AccessDenied, the parts stored are listed, no manifest is
+#    stored; the rerun sends only what is missing, the refused part too.
 # 4. Usage errors: --bucket with --destination, --register without --name;
 #    a missing bucket is named with its S3 error.
 . "$SRCDIR/tests/lib.sh"
@@ -27,7 +30,7 @@ tar --version 2>/dev/null | grep -q 'GNU tar' || skip "tar is not GNU tar"
 /usr/bin/python3 -c 'import botocore' 2>/dev/null || skip "python3-botocore is not installed"
 ensure_fixtures 1
 start_fakeaws
-start_s3rver
+start_s3rver --fail-put "$T/s3rver.fail"
 
 USER_ID=111122223333
 BUCKET=amiport-bucket
@@ -252,4 +255,31 @@ again=$(comm -12 "$T/before.txt" "$T/after.txt")
   fail "parts_skipped is $(json_get "$T/res.json" parts_skipped), the bucket held $had"
 [ -z "$(find "$T/state" -name 'bundle-*')" ] || fail "the bundle state was left after the resumed run"
 info "resumed: $had parts kept, $((NPARTS - had)) sent (first run $((puts2 - puts1)) PUTs)"
+
+# --- a part PUT refused: named with S3's error; the rerun sends the rest ---
+echo "/$BUCKET/refused/disk.img.part.04" >"$T/s3rver.fail"
+expect_rc 1 bundle "${KEYS[@]}" --bucket "$BUCKET/refused" --prefix disk.img --part-size 1 "$SNAP"
+stderr_is_error
+stderr_has "S3 PutObject $BUCKET/refused/disk\.img\.part\.04: AccessDenied: .*\(HTTP 403\)" \
+  "parts in s3://$BUCKET/refused/: 00-03(,|;)"
+grep -q "^request PUT /$BUCKET/refused/disk.img.manifest.xml" "$T/s3rver.out" &&
+  fail "a bundle with a refused part stored its manifest"
+rm -f "$T/s3rver.fail"
+s3x s3api list-objects-v2 --bucket "$BUCKET" --prefix refused/ >"$T/before.json" || fail "awscli: list-objects-v2"
+/usr/bin/python3 -c 'import json, sys
+for o in json.load(open(sys.argv[1])).get("Contents", []): print("/'"$BUCKET"'/" + o["Key"])' \
+  "$T/before.json" | sort >"$T/before.txt"
+grep -q "part.04" "$T/before.txt" && fail "the refused part is in the bucket"
+had=$(wc -l <"$T/before.txt")
+puts3=$(s3rver_requests PUT)
+amiport_ok bundle "${KEYS[@]}" --bucket "$BUCKET/refused" --prefix disk.img --part-size 1 "$SNAP"
+verify refused refused disk.img
+grep '^request PUT ' "$T/s3rver.out" | tail -n +$((puts3 + 1)) | cut -d' ' -f3 >"$T/sent.txt"
+grep -qx "/$BUCKET/refused/disk.img.part.04" "$T/sent.txt" || fail "the rerun did not send the refused part"
+sort "$T/sent.txt" >"$T/after.txt"
+again=$(comm -12 "$T/before.txt" "$T/after.txt")
+[ -z "$again" ] || fail "the rerun sent again parts the bucket held: $again"
+[ "$(wc -l <"$T/after.txt")" -eq $((NPARTS - had + 1)) ] ||
+  fail "the rerun made $(wc -l <"$T/after.txt") PUTs; expected $((NPARTS - had)) parts and the manifest"
+info "refused part 04: $had parts kept, $((NPARTS - had)) sent by the rerun"
 info "ok"
