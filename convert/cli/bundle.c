@@ -47,7 +47,9 @@ static void bundle_help(void)
          "the key and IV are kept, wrapped for --cert as in the manifest, in a state file\n"
          "in $XDG_STATE_HOME/amiport (default ~/.local/state/amiport), so the same parts\n"
          "are made again and those the bucket holds with the same size and MD5 are not\n"
-         "sent again; the state goes once the manifest is stored.\n\n"
+         "sent again; the state goes once the manifest is stored. Requests are path-style;\n"
+         "S3's endpoint is AWS_ENDPOINT_URL_S3 when set (--endpoint-url would send EBS,\n"
+         "EC2 and S3 requests alike to one URL).\n\n"
          IMAGE_HELP
          "  -c, --cert FILE           the user's X.509 certificate (PEM)\n"
          "      --privatekey FILE     the user's RSA private key (PEM), signs the manifest\n"
@@ -74,8 +76,8 @@ static void bundle_help(void)
          "                            --ramdisk, also spelt --kernel-id and --ramdisk-id)\n"
          "      --name NAME           the AMI's name (--register)\n"
          "      --description TEXT    the AMI's description (--register)\n"
-         "      --output FMT          human (default) or json: with --bucket, the manifest's\n"
-         "                            location, parts, digest and image_id\n"
+         "      --output FMT          human (default) or json: the manifest (its path, or with\n"
+         "                            --bucket its location), parts, digest; image_id\n"
          "      --part-size MiB       size of each part, 1 to 256 (default 10, as\n"
          "                            ec2-bundle-image)\n"
          "  -p, --progress            show progress (default when stderr is a terminal)\n"
@@ -412,7 +414,18 @@ int cmd_bundle(int argc, char **argv)
   char a[32], b[32];
   fprintf(stderr, "bundled %s (%s, %s) into %u parts, %s, digest %s\n", argv[optind], bo.arch,
           cli_human_size(src->size, a), res.nparts, cli_human_size(res.bundled_size, b), res.digest);
-  printf("%s\n", res.manifest);
+  if (out_fmt == OUTPUT_JSON) {
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "manifest", json_object_new_string(res.manifest));
+    json_object_object_add(j, "parts", json_object_new_int64(res.nparts));
+    json_object_object_add(j, "bundled_size", json_object_new_int64((int64_t)res.bundled_size));
+    json_object_object_add(j, "digest", json_object_new_string(res.digest));
+    puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY |
+                                               JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(j);
+  } else {
+    printf("%s\n", res.manifest);
+  }
   rc = EXIT_OK;
 out:
   img_close(src);
