@@ -41,7 +41,7 @@ struct state {
   size_t maplen;
 };
 
-static int state_dir(char *out, size_t len, struct error *e)
+int amiport_state_dir(char *out, size_t len, struct error *e)
 {
   const char *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
   if (x && *x == '/')
@@ -126,7 +126,7 @@ static int state_open(struct state *s, struct img *src, struct aws_ctx *ctx,
                       const struct import_opts *o, bool *existed, struct error *e)
 {
   char dir[PATH_MAX - 100];
-  if (state_dir(dir, sizeof dir, e) < 0)
+  if (amiport_state_dir(dir, sizeof dir, e) < 0)
     return -1;
   state_key(src, ctx, o, s->key);
   snprintf(s->path, sizeof s->path, "%s/import-%.32s.state", dir, s->key);

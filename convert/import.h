@@ -47,4 +47,8 @@ struct import_result {
 int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts *o,
                  struct import_result *r, struct error *e);
 
+/* $XDG_STATE_HOME/amiport (else ~/.local/state/amiport), created when
+ * missing: where resume state is kept (import, bundle --bucket). */
+int amiport_state_dir(char *out, size_t len, struct error *e);
+
 #endif

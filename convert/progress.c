@@ -35,6 +35,11 @@ void progress_draw(struct progress *p, uint64_t done, bool final)
   double rate = t > p->start ? (double)done / (t - p->start) / (1 << 20) : 0;
   fprintf(stderr, "\r[%s] %5.1f%%  %.1f/%.1f MiB  %.0f MiB/s ", bar, frac * 100,
           (double)done / (1 << 20), (double)p->total / (1 << 20), rate);
+  if (p->note) {
+    char note[128] = "";
+    p->note(p->note_arg, note, sizeof note);
+    fprintf(stderr, " %s ", note);
+  }
   if (final)
     fputc('\n', stderr);
 }

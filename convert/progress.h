@@ -4,6 +4,7 @@
 #define AMIPORT_PROGRESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 double mono_now(void); /* seconds, CLOCK_MONOTONIC */
@@ -12,6 +13,8 @@ struct progress {
   bool on;
   uint64_t total;
   double start, last;
+  void (*note)(void *arg, char *buf, size_t cap); /* more text after the bar, or NULL */
+  void *note_arg;
 };
 
 void progress_start(struct progress *p, bool on, uint64_t total);

@@ -400,7 +400,7 @@ awsx() {
   /usr/bin/aws --endpoint-url "$FAKEAWS_URL" --region us-east-1 --output json "$@"
 }
 
-# start_s3rver - starts tests/s3rver (@20minutes/s3rver, a real S3 server that
+# start_s3rver [START.JS ARGS...] - starts tests/s3rver (@20minutes/s3rver, a real S3 server that
 # checks SigV4) on a free port with its buckets in $T/s3rver, first running
 # `npm ci` in tests/s3rver when its node_modules are missing or older than
 # its package-lock.json (skips the test when node or npm is missing or the
@@ -433,7 +433,7 @@ start_s3rver() {
   mkdir -p "$T/s3rver"
   : >"$T/s3rver.out"
   node "$dir/start.js" "$T/s3rver" --port 0 \
-    --key "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY" \
+    --key "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY" "$@" \
     >"$T/s3rver.out" 2>"$T/s3rver.log" &
   S3RVER_PID=$!
   wait_ready s3rver "$S3RVER_PID" "$T/s3rver.out" "$T/s3rver.log"

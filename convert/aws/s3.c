@@ -1,7 +1,8 @@
 /* s3.c - the S3 REST API calls amiport makes: PutObject (Content-MD5, an
  * optional canned ACL), ListObjectsV2 (every page, through
- * continuation-token), and an upload of many local files by a few threads
- * that leaves out what the bucket already holds. Wire facts: the Amazon S3
+ * continuation-token), an upload of many local files by a few threads
+ * that leaves out what the bucket already holds, and a stream of objects
+ * made in memory (bundle --bucket's parts), a few in flight at a time. Wire facts: the Amazon S3
  * API Reference (PutObject, ListObjectsV2, Error responses) and "Signature
  * Version 4 for Amazon S3" (x-amz-content-sha256, the payload's SHA-256 hex,
  * is sent and signed; http.c does that for every request).
@@ -410,4 +411,161 @@ int s3_upload_files(struct aws_ctx *ctx, struct s3_upload *u, struct error *e)
     return error_set(e, ERR_INTERRUPTED, "interrupted after %zu of %zu files", p.done,
                      u->nfiles);
   return 0;
+}
+
+/* ---- objects made in memory, stored as they come ----------------------- */
+
+struct s3_job {
+  unsigned tag;
+  char *key;
+  uint8_t *buf;
+  size_t len;
+};
+
+struct s3_stream {
+  struct aws_ctx *ctx;
+  struct s3_stream_opts o;
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  struct s3_job *queue;   /* a ring of o.jobs */
+  size_t head, queued;
+  unsigned inflight, nthreads;
+  pthread_t th[64];
+  bool closing, failed;
+  struct error err;
+};
+
+static void *s3_stream_worker(void *arg)
+{
+  struct s3_stream *s = arg;
+  pthread_mutex_lock(&s->lock);
+  for (;;) {
+    while (!s->queued && !s->closing)
+      pthread_cond_wait(&s->cv, &s->lock);
+    if (!s->queued)
+      break;
+    struct s3_job j = s->queue[s->head];
+    s->head = (s->head + 1) % s->o.jobs;
+    s->queued--;
+    s->inflight++;
+    bool skip = s->failed; /* after a failure nothing more is sent */
+    pthread_mutex_unlock(&s->lock);
+    struct error e = { 0 };
+    struct s3_put p = { .bucket = s->o.bucket, .key = j.key, .body = j.buf, .len = j.len,
+                        .acl = s->o.acl, .content_type = s->o.content_type };
+    int rc = skip ? 0 : s3_put_object(s->ctx, &p, &e);
+    free(j.buf);
+    pthread_mutex_lock(&s->lock);
+    s->inflight--;
+    if (rc < 0 && !s->failed) {
+      s->failed = true;
+      s->err = e;
+    } else if (rc == 0 && !skip && s->o.on_object) {
+      s->o.on_object(s->o.arg, j.tag, j.key, j.len, false);
+    }
+    free(j.key);
+    pthread_cond_broadcast(&s->cv);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+struct s3_stream *s3_stream_open(struct aws_ctx *ctx, const struct s3_stream_opts *o,
+                                 struct error *e)
+{
+  struct s3_stream *s = calloc(1, sizeof *s);
+  unsigned jobs = o->jobs ? o->jobs : 3;
+  if (jobs > 64)
+    jobs = 64;
+  if (!s || !(s->queue = calloc(jobs, sizeof *s->queue))) {
+    free(s);
+    return error_set(e, ERR_NOMEM, "out of memory"), NULL;
+  }
+  s->ctx = ctx;
+  s->o = *o;
+  s->o.jobs = jobs;
+  aws_http_init(); /* before the threads: libcurl's global set-up is not thread-safe */
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  for (; s->nthreads < jobs; s->nthreads++)
+    if (pthread_create(&s->th[s->nthreads], NULL, s3_stream_worker, s) != 0)
+      break;
+  if (!s->nthreads) {
+    s3_stream_free(s);
+    return error_set(e, ERR_IO, "S3: cannot start an upload thread"), NULL;
+  }
+  return s;
+}
+
+int s3_stream_put(struct s3_stream *s, unsigned tag, const char *key, uint8_t *buf, size_t len,
+                  struct error *e)
+{
+  const struct s3_object *have = s->o.have ? s3_list_find(s->o.have, key) : NULL;
+  if (have && have->size == len) {
+    uint8_t md[16];
+    char hex[33];
+    if (EVP_Digest(buf, len, md, NULL, EVP_md5(), NULL)) {
+      hex_encode(md, 16, hex);
+      if (strcasecmp(hex, have->etag) == 0) {
+        free(buf);
+        pthread_mutex_lock(&s->lock);
+        if (s->o.on_object && !s->failed)
+          s->o.on_object(s->o.arg, tag, key, len, true);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+      }
+    }
+  }
+  char *k = strdup(key);
+  pthread_mutex_lock(&s->lock);
+  while (!s->failed && s->queued + s->inflight >= s->nthreads)
+    pthread_cond_wait(&s->cv, &s->lock);
+  if (s->failed || !k) {
+    if (s->failed)
+      *e = s->err;
+    else
+      error_set(e, ERR_NOMEM, "out of memory");
+    pthread_mutex_unlock(&s->lock);
+    free(buf);
+    free(k);
+    return -1;
+  }
+  s->queue[(s->head + s->queued) % s->o.jobs] = (struct s3_job){ tag, k, buf, len };
+  s->queued++;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->lock);
+  return 0;
+}
+
+int s3_stream_finish(struct s3_stream *s, struct error *e)
+{
+  pthread_mutex_lock(&s->lock);
+  s->closing = true;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->lock);
+  for (unsigned i = 0; i < s->nthreads; i++)
+    pthread_join(s->th[i], NULL);
+  s->nthreads = 0;
+  if (s->failed) {
+    *e = s->err;
+    return -1;
+  }
+  return 0;
+}
+
+void s3_stream_free(struct s3_stream *s)
+{
+  if (!s)
+    return;
+  struct error e;
+  if (s->nthreads) {
+    pthread_mutex_lock(&s->lock);
+    s->failed = true; /* what is still queued is dropped, not sent */
+    pthread_mutex_unlock(&s->lock);
+    s3_stream_finish(s, &e);
+  }
+  pthread_mutex_destroy(&s->lock);
+  pthread_cond_destroy(&s->cv);
+  free(s->queue);
+  free(s);
 }

@@ -78,4 +78,33 @@ struct s3_upload {
  * was stored stays stored, so running it again resumes. */
 int s3_upload_files(struct aws_ctx *ctx, struct s3_upload *u, struct error *e);
 
+/* ---- objects made in memory, stored as they come ----------------------- */
+
+/* PutObjects of buffers the caller produces one after the other: at most
+ * jobs requests in flight, s3_stream_put waits for a free one, so memory
+ * stays at jobs buffers (plus the caller's own). */
+struct s3_stream_opts {
+  const char *bucket, *acl, *content_type; /* as in struct s3_put */
+  unsigned jobs;                           /* requests in flight; 0: 3 */
+  const struct s3_list *have;              /* what the bucket holds, or NULL */
+  /* after each object is stored or skipped, one call at a time; tag is
+   * what s3_stream_put was given */
+  void (*on_object)(void *arg, unsigned tag, const char *key, uint64_t size, bool skipped);
+  void *arg;
+};
+
+struct s3_stream;
+
+struct s3_stream *s3_stream_open(struct aws_ctx *ctx, const struct s3_stream_opts *o,
+                                 struct error *e);
+/* Takes buf (malloc'd; freed here whatever happens) to store at key, unless
+ * `have` shows the bucket holds key with the same size and MD5. -1 when an
+ * earlier PUT failed (its error, which names the key and the S3 error). */
+int s3_stream_put(struct s3_stream *s, unsigned tag, const char *key, uint8_t *buf, size_t len,
+                  struct error *e);
+/* Waits for every PUT; -1 with the first failure. */
+int s3_stream_finish(struct s3_stream *s, struct error *e);
+/* Waits for what is in flight and frees s. */
+void s3_stream_free(struct s3_stream *s);
+
 #endif

@@ -7,7 +7,12 @@
  * worker's turn it is feeds the SHA-1 of the tar stream and the CRC-32, then
  * AES-128-CBC encrypts the deflated bytes into parts of part_size bytes, each
  * with its own SHA-1. Memory is a few chunks per thread whatever the image
- * size; nothing of the whole image is written anywhere but the parts. */
+ * size; nothing of the whole image is written anywhere but the parts. Chunk
+ * boundaries, dictionaries and level are fixed, so the deflated bytes (and,
+ * with a given key and IV, the parts) depend on the image alone, not on the
+ * thread count or on timing: a rerun makes the same parts. The
+ * parts and the manifest go to a sink (struct bundle_sink): files in a
+ * folder (below), or whatever the caller gives, such as S3 PutObjects. */
 #include "bundle_int.h"
 #include "hex.h"
 
@@ -44,12 +49,12 @@ struct bw {
   EVP_CIPHER_CTX *aes;
   uint8_t *enc;           /* AES output of one chunk */
   size_t enc_cap;
-  int part_fd;
+  const struct bundle_sink *sink;
+  bool in_part, opened;   /* a part is open; the sink was given one */
   uint64_t part_bytes, bundled;
   EVP_MD_CTX *part_sha;
   struct bundle_part *parts;
   unsigned nparts, parts_cap;
-  char *part_path;
   struct progress prog;
 };
 
@@ -64,28 +69,100 @@ static void bw_fail(struct bw *w, const struct error *e)
   pthread_mutex_unlock(&w->lock);
 }
 
-static int bw_part_path(const struct bundle_opts *o, unsigned index, char *out, size_t cap,
-                        char **name)
+/* ---- the folder sink: DIR/PREFIX.part.NN, DIR/PREFIX.manifest.xml ---- */
+
+struct bw_dir {
+  const struct bundle_opts *o;
+  int fd;
+  char *path;           /* the part being written */
+  unsigned nparts;      /* parts created, removed again on failure */
+  char *mpath, *mtmp;   /* the manifest, and its name while it is written */
+  bool mtmp_made;
+};
+
+static int dir_part_open(void *arg, unsigned index, const char *name, struct error *e)
 {
-  int n = snprintf(out, cap, "%s/%s.part.%02u", o->destination, o->prefix, index);
-  if (n < 0 || (size_t)n >= cap)
-    return -1;
-  *name = strrchr(out, '/') + 1;
+  struct bw_dir *d = arg;
+  (void)index;
+  free(d->path);
+  if (asprintf(&d->path, "%s/%s", d->o->destination, name) < 0) {
+    d->path = NULL;
+    return error_set(e, ERR_NOMEM, "out of memory");
+  }
+  d->fd = open(d->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (d->fd < 0)
+    return error_errno(e, "%s: cannot create", d->path);
+  d->nparts++;
   return 0;
 }
+
+static int dir_part_write(void *arg, const uint8_t *buf, size_t len, uint64_t off, struct error *e)
+{
+  struct bw_dir *d = arg;
+  return img_pwrite_file(d->fd, buf, len, off, d->path, e);
+}
+
+static int dir_part_close(void *arg, unsigned index, uint64_t size, const char *sha1,
+                          struct error *e)
+{
+  struct bw_dir *d = arg;
+  int fd = d->fd;
+  (void)index, (void)size, (void)sha1;
+  d->fd = -1;
+  if (close(fd) < 0)
+    return error_errno(e, "%s: close", d->path);
+  return 0;
+}
+
+static int dir_manifest(void *arg, const char *name, const char *text, size_t len,
+                        struct error *e)
+{
+  struct bw_dir *d = arg;
+  if (asprintf(&d->mpath, "%s/%s", d->o->destination, name) < 0 ||
+      asprintf(&d->mtmp, "%s.tmp-%ld", d->mpath, (long)getpid()) < 0)
+    return error_set(e, ERR_NOMEM, "out of memory");
+  int fd = open(d->mtmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return error_errno(e, "%s: cannot create", d->mtmp);
+  d->mtmp_made = true;
+  int rc = img_pwrite_file(fd, text, len, 0, d->mtmp, e);
+  if (rc == 0 && fsync(fd) < 0)
+    rc = error_errno(e, "%s: fsync", d->mtmp);
+  close(fd);
+  if (rc == 0 && rename(d->mtmp, d->mpath) < 0)
+    rc = error_errno(e, "%s: rename from %s", d->mpath, d->mtmp);
+  if (rc == 0)
+    d->mtmp_made = false;
+  return rc;
+}
+
+/* Removes the parts this run wrote, and the manifest if it got that far. */
+static void dir_abort(void *arg)
+{
+  struct bw_dir *d = arg;
+  char path[4096];
+  if (d->fd >= 0)
+    close(d->fd);
+  d->fd = -1;
+  for (unsigned i = 0; i < d->nparts; i++) {
+    snprintf(path, sizeof path, "%s/%s.part.%02u", d->o->destination, d->o->prefix, i);
+    unlink(path);
+  }
+  if (d->mtmp_made)
+    unlink(d->mtmp);
+}
+
+/* ---- parts ---- */
 
 static int bw_part_close(struct bw *w, struct error *e)
 {
   uint8_t md[20];
   unsigned len = 0;
   struct bundle_part *p = &w->parts[w->nparts - 1];
-  int fd = w->part_fd;
-  w->part_fd = -1;
-  if (close(fd) < 0)
-    return error_errno(e, "%s/%s: close", w->o->destination, p->filename);
+  w->in_part = false;
   EVP_DigestFinal_ex(w->part_sha, md, &len);
   hex_encode(md, 20, p->sha1);
-  return 0;
+  return w->sink->part_close(w->sink->arg, w->nparts - 1, w->part_bytes, p->sha1, e);
 }
 
 static int bw_part_open(struct bw *w, struct error *e)
@@ -101,16 +178,15 @@ static int bw_part_open(struct bw *w, struct error *e)
     w->parts = v;
     w->parts_cap = cap;
   }
-  size_t cap = strlen(w->o->destination) + strlen(w->o->prefix) + 32;
   char *name;
-  if (!(w->part_path = realloc(w->part_path, cap)) ||
-      bw_part_path(w->o, w->nparts, w->part_path, cap, &name) < 0 ||
-      !(w->parts[w->nparts].filename = strdup(name)))
+  if (asprintf(&name, "%s.part.%02u", w->o->prefix, w->nparts) < 0)
     return error_set(e, ERR_NOMEM, "out of memory");
+  w->parts[w->nparts].filename = name;
   w->nparts++;
-  w->part_fd = open(w->part_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (w->part_fd < 0)
-    return error_errno(e, "%s: cannot create", w->part_path);
+  w->opened = true;
+  if (w->sink->part_open(w->sink->arg, w->nparts - 1, name, e) < 0)
+    return -1;
+  w->in_part = true;
   w->part_bytes = 0;
   EVP_DigestInit_ex(w->part_sha, EVP_sha1(), NULL);
   return 0;
@@ -120,10 +196,10 @@ static int bw_part_open(struct bw *w, struct error *e)
 static int bw_parts_write(struct bw *w, const uint8_t *buf, size_t len, struct error *e)
 {
   while (len) {
-    if (w->part_fd < 0 && bw_part_open(w, e) < 0)
+    if (!w->in_part && bw_part_open(w, e) < 0)
       return -1;
     size_t n = w->o->part_size - w->part_bytes < len ? (size_t)(w->o->part_size - w->part_bytes) : len;
-    if (img_pwrite_file(w->part_fd, buf, n, w->part_bytes, w->part_path, e) < 0)
+    if (w->sink->part_write(w->sink->arg, buf, n, w->part_bytes, e) < 0)
       return -1;
     EVP_DigestUpdate(w->part_sha, buf, n);
     w->part_bytes += n;
@@ -175,7 +251,7 @@ static int bw_commit(struct bw *w, uint64_t k, const uint8_t *data, size_t len, 
     return error_set(e, ERR_IO, "bundle: AES-128-CBC encryption failed");
   if (bw_parts_write(w, w->enc, (size_t)out, e) < 0)
     return -1;
-  return w->part_fd >= 0 ? bw_part_close(w, e) : 0;
+  return w->in_part ? bw_part_close(w, e) : 0;
 }
 
 static bool bw_wait_turn(struct bw *w, uint64_t k)
@@ -279,18 +355,6 @@ static int bw_run(struct bw *w, struct error *e)
   return 0;
 }
 
-/* Removes the parts this run wrote, and the manifest if it got that far. */
-static void bw_remove_outputs(struct bw *w, const char *manifest_tmp)
-{
-  char path[4096];
-  for (unsigned i = 0; i < w->nparts; i++) {
-    snprintf(path, sizeof path, "%s/%s", w->o->destination, w->parts[i].filename);
-    unlink(path);
-  }
-  if (manifest_tmp)
-    unlink(manifest_tmp);
-}
-
 /* Encrypts the hex text of key and iv under cert into the manifest fields. */
 static int bw_wrap_keys(EVP_PKEY *cert, const char *khex, const char *ivhex, char **k, char **iv,
                         struct error *e)
@@ -301,7 +365,7 @@ static int bw_wrap_keys(EVP_PKEY *cert, const char *khex, const char *ivhex, cha
 }
 
 static int bw_manifest(struct bw *w, struct img *src, const uint8_t key[16], const uint8_t iv[16],
-                       const char *path, struct bundle_result *res, struct error *e)
+                       struct bundle_result *res, struct error *e)
 {
   const struct bundle_opts *o = w->o;
   struct manifest m = {
@@ -315,43 +379,56 @@ static int bw_manifest(struct bw *w, struct img *src, const uint8_t key[16], con
   unsigned mdlen = 0;
   EVP_DigestFinal_ex(w->tar_sha, md, &mdlen);
   hex_encode(md, 20, m.digest);
-  char khex[33], ivhex[33];
+  snprintf(res->digest, sizeof res->digest, "%s", m.digest);
+  char khex[33], ivhex[33], *text = NULL, *name = NULL;
+  size_t len = 0;
   hex_encode(key, 16, khex);
   hex_encode(iv, 16, ivhex);
   int ret = -1;
-  if (bw_wrap_keys(o->user_cert, khex, ivhex, &m.user_encrypted_key, &m.user_encrypted_iv, e) == 0 &&
-      bw_wrap_keys(o->ec2_cert, khex, ivhex, &m.ec2_encrypted_key, &m.ec2_encrypted_iv, e) == 0 &&
-      manifest_write(path, &m, o->user_key, o->bundler_version, e) == 0)
-    ret = 0;
+  bool reuse = o->key && o->user_encrypted_key && o->user_encrypted_iv;
+  if (reuse) {
+    m.user_encrypted_key = strdup(o->user_encrypted_key);
+    m.user_encrypted_iv = strdup(o->user_encrypted_iv);
+  }
+  if (reuse && (!m.user_encrypted_key || !m.user_encrypted_iv))
+    error_set(e, ERR_NOMEM, "out of memory");
+  else if ((reuse || bw_wrap_keys(o->user_cert, khex, ivhex, &m.user_encrypted_key,
+                                  &m.user_encrypted_iv, e) == 0) &&
+           bw_wrap_keys(o->ec2_cert, khex, ivhex, &m.ec2_encrypted_key, &m.ec2_encrypted_iv, e) == 0 &&
+           manifest_format(&m, o->user_key, o->bundler_version, &text, &len, e) == 0) {
+    if (asprintf(&name, "%s.manifest.xml", o->prefix) < 0)
+      error_set(e, ERR_NOMEM, "out of memory"), name = NULL;
+    else if (w->sink->manifest(w->sink->arg, name, text, len, e) == 0)
+      ret = 0;
+  }
   OPENSSL_cleanse(khex, sizeof khex);
   OPENSSL_cleanse(ivhex, sizeof ivhex);
   free(m.user_encrypted_key);
   free(m.user_encrypted_iv);
   free(m.ec2_encrypted_key);
   free(m.ec2_encrypted_iv);
-  snprintf(res->digest, sizeof res->digest, "%s", m.digest);
+  free(text);
+  if (ret == 0)
+    snprintf(res->manifest, sizeof res->manifest, "%s", name);
+  free(name);
   return ret;
 }
 
 int bundle_write(struct img *src, const struct bundle_opts *o, struct bundle_result *res,
                  struct error *e)
 {
-  struct bw w = { .o = o, .part_fd = -1 };
+  struct bw_dir dir = { .o = o, .fd = -1 };
+  const struct bundle_sink dir_sink = { &dir, dir_part_open, dir_part_write, dir_part_close,
+                                        dir_manifest, dir_abort };
+  struct bw w = { .o = o, .sink = o->sink ? o->sink : &dir_sink };
   uint8_t key[16], iv[16];
   int ret = -1;
-  char *mpath = NULL, *mtmp = NULL;
-  bool wrote = false;
   memset(res, 0, sizeof *res);
   if (!bundle_name_ok(o->prefix) || !bundle_name_ok(o->name))
     return error_set(e, ERR_USAGE, "bundle: the prefix '%s' and image name '%s' must be bare file "
                      "names", o->prefix, o->name);
   if (o->part_size < 1 || o->nmappings > BUNDLE_MAX_MAPPINGS)
     return error_set(e, ERR_USAGE, "bundle: bad part size or too many block device mappings");
-  if (asprintf(&mpath, "%s/%s.manifest.xml", o->destination, o->prefix) < 0 ||
-      asprintf(&mtmp, "%s.tmp-%ld", mpath, (long)getpid()) < 0) {
-    free(mpath);
-    return error_set(e, ERR_NOMEM, "out of memory");
-  }
   pthread_mutex_init(&w.lock, NULL);
   pthread_cond_init(&w.turn, NULL);
   w.enc_cap = BW_CHUNK + 64;
@@ -363,7 +440,10 @@ int bundle_write(struct img *src, const struct bundle_opts *o, struct bundle_res
     error_set(e, ERR_NOMEM, "out of memory");
     goto out;
   }
-  if (RAND_bytes(key, sizeof key) != 1 || RAND_bytes(iv, sizeof iv) != 1) {
+  if (o->key && o->iv) {
+    memcpy(key, o->key, sizeof key);
+    memcpy(iv, o->iv, sizeof iv);
+  } else if (RAND_bytes(key, sizeof key) != 1 || RAND_bytes(iv, sizeof iv) != 1) {
     error_set(e, ERR_IO, "bundle: OpenSSL's random generator failed");
     goto out;
   }
@@ -376,30 +456,25 @@ int bundle_write(struct img *src, const struct bundle_opts *o, struct bundle_res
     goto out;
   w.nchunks = (w.t.len + BW_CHUNK - 1) / BW_CHUNK;
   progress_start(&w.prog, o->progress, w.t.len);
-  wrote = true;
-  if (bw_run(&w, e) < 0 || bw_manifest(&w, src, key, iv, mtmp, res, e) < 0)
+  w.prog.note = o->progress_note;
+  w.prog.note_arg = o->progress_arg;
+  if (bw_run(&w, e) < 0 || bw_manifest(&w, src, key, iv, res, e) < 0)
     goto out;
-  if (rename(mtmp, mpath) < 0) {
-    error_errno(e, "%s: rename from %s", mpath, mtmp);
-    goto out;
-  }
+  if (!o->sink)
+    snprintf(res->manifest, sizeof res->manifest, "%s", dir.mpath);
   res->nparts = w.nparts;
   res->bundled_size = w.bundled;
   res->tar_size = w.t.len;
   res->data = w.t.data;
-  snprintf(res->manifest, sizeof res->manifest, "%s", mpath);
   ret = 0;
 out:
   OPENSSL_cleanse(key, sizeof key);
   OPENSSL_cleanse(iv, sizeof iv);
-  if (w.part_fd >= 0)
-    close(w.part_fd);
-  if (ret < 0 && wrote)
-    bw_remove_outputs(&w, mtmp);
+  if (ret < 0 && w.opened)
+    w.sink->abort(w.sink->arg);
   for (unsigned i = 0; i < w.nparts; i++)
     free(w.parts[i].filename);
   free(w.parts);
-  free(w.part_path);
   free(w.enc);
   EVP_MD_CTX_free(w.tar_sha);
   EVP_MD_CTX_free(w.part_sha);
@@ -407,7 +482,10 @@ out:
   tar_stream_free(&w.t);
   pthread_mutex_destroy(&w.lock);
   pthread_cond_destroy(&w.turn);
-  free(mpath);
-  free(mtmp);
+  if (dir.fd >= 0)
+    close(dir.fd);
+  free(dir.path);
+  free(dir.mpath);
+  free(dir.mtmp);
   return ret;
 }

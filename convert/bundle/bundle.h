@@ -65,8 +65,26 @@ void manifest_free(struct manifest *m);
 /* Writes m (version 2007-10-10, one line) to path, signed by user_key. */
 int manifest_write(const char *path, const struct manifest *m, EVP_PKEY *user_key,
                    const char *bundler_version, struct error *e);
+/* The same text in memory (malloc'd, *len bytes). */
+int manifest_format(const struct manifest *m, EVP_PKEY *user_key, const char *bundler_version,
+                    char **text, size_t *len, struct error *e);
 
 /* ---- bundle.c ---- */
+
+/* Where bundle_write puts the parts and the manifest (NULL in bundle_opts:
+ * files in o->destination). Called one call at a time, parts in order; a
+ * part's bytes come in order, from offset 0. */
+struct bundle_sink {
+  void *arg;
+  int (*part_open)(void *arg, unsigned index, const char *name, struct error *e);
+  int (*part_write)(void *arg, const uint8_t *buf, size_t len, uint64_t off, struct error *e);
+  /* the part is whole: size bytes with that SHA-1 (lowercase hex) */
+  int (*part_close)(void *arg, unsigned index, uint64_t size, const char *sha1, struct error *e);
+  /* the signed manifest, once every part was closed; name is PREFIX.manifest.xml */
+  int (*manifest)(void *arg, const char *name, const char *text, size_t len, struct error *e);
+  /* the bundle failed after the first part_open: drop or keep what was put */
+  void (*abort)(void *arg);
+};
 
 struct bundle_opts {
   EVP_PKEY *user_cert, *ec2_cert; /* public keys the AES key and IV are wrapped for */
@@ -84,6 +102,16 @@ struct bundle_opts {
   unsigned threads;               /* 0: one per core */
   bool progress;
   const volatile sig_atomic_t *cancel;
+  /* NULL: the parts and manifest are files in destination */
+  const struct bundle_sink *sink;
+  /* NULL: a random key and IV. Given (16 bytes each), the same source and
+   * options give the same parts; user_encrypted_key/iv, when given, are
+   * their manifest fields for user_cert, reused as they are */
+  const uint8_t *key, *iv;
+  const char *user_encrypted_key, *user_encrypted_iv;
+  /* with progress: more text after the bar (what the sink has done) */
+  void (*progress_note)(void *arg, char *buf, size_t cap);
+  void *progress_arg;
 };
 
 struct bundle_result {

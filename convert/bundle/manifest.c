@@ -602,14 +602,14 @@ static void mf_signed_part(struct mf_text *t, const struct manifest *m)
   mf_puts(t, "</parts></image>");
 }
 
-int manifest_write(const char *path, const struct manifest *m, EVP_PKEY *user_key,
-                   const char *bundler_version, struct error *e)
+int manifest_format(const struct manifest *m, EVP_PKEY *user_key, const char *bundler_version,
+                    char **text, size_t *len, struct error *e)
 {
   struct mf_text body = { 0 }, doc = { 0 };
-  int ret = -1, fd = -1;
+  int ret = -1;
   mf_signed_part(&body, m);
   if (body.failed)
-    return error_set(e, ERR_NOMEM, "manifest %s: out of memory", path);
+    return error_set(e, ERR_NOMEM, "manifest: out of memory");
   char *sig = bundle_sign_hex(user_key, body.s, body.len, e);
   if (!sig)
     goto out;
@@ -624,15 +624,34 @@ int manifest_write(const char *path, const struct manifest *m, EVP_PKEY *user_ke
   mf_elem(&doc, "signature", NULL, sig);
   mf_puts(&doc, "</manifest>\n");
   if (doc.failed) {
-    error_set(e, ERR_NOMEM, "manifest %s: out of memory", path);
+    error_set(e, ERR_NOMEM, "manifest: out of memory");
     goto out;
   }
+  *text = doc.s;
+  *len = doc.len;
+  doc.s = NULL;
+  ret = 0;
+out:
+  free(sig);
+  free(body.s);
+  free(doc.s);
+  return ret;
+}
+
+int manifest_write(const char *path, const struct manifest *m, EVP_PKEY *user_key,
+                   const char *bundler_version, struct error *e)
+{
+  char *text = NULL;
+  size_t len = 0;
+  int ret = -1, fd = -1;
+  if (manifest_format(m, user_key, bundler_version, &text, &len, e) < 0)
+    return error_prefix(e, "%s", path), -1;
   fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     error_errno(e, "%s: cannot create", path);
     goto out;
   }
-  if (img_pwrite_file(fd, doc.s, doc.len, 0, path, e) < 0)
+  if (img_pwrite_file(fd, text, len, 0, path, e) < 0)
     goto out;
   if (fsync(fd) < 0) {
     error_errno(e, "%s: fsync", path);
@@ -642,8 +661,6 @@ int manifest_write(const char *path, const struct manifest *m, EVP_PKEY *user_ke
 out:
   if (fd >= 0)
     close(fd);
-  free(sig);
-  free(body.s);
-  free(doc.s);
+  free(text);
   return ret;
 }

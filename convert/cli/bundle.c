@@ -1,10 +1,13 @@
 /* bundle.c - amiport bundle and amiport unbundle: legacy instance-store
  * bundles in ec2-bundle-image's format (convert/bundle). */
 #include "bundle.h"
+#include "bundle_s3.h"
 #include "cli.h"
+#include "ec2.h"
 #include "inspect.h"
 
 #include <getopt.h>
+#include <json-c/json.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +30,26 @@ static void bundle_help(void)
          "                      --cert USER_CERT.pem --privatekey USER_KEY.pem --user ACCOUNT_ID\n"
          "                      [--ec2cert EC2_CERT.pem] [--arch ARCH] [--kernel AKI] [--ramdisk ARI]\n"
          "                      [--block-device-mapping VIRTUAL=DEVICE,...] [--prefix NAME]\n"
-         "                      [--destination DIR] [--part-size MiB] [-p] [-j N] IMAGE\n\n"
-         "Packs IMAGE (any format, converted to raw on the fly) as an instance-store bundle\n"
-         "in ec2-bundle-image's format: one tar member (sparse where the image has holes),\n"
-         "gzip, AES-128-CBC with a random key and IV, cut into DIR/PREFIX.part.NN, and\n"
-         "DIR/PREFIX.manifest.xml (version 2007-10-10) signed with the user's key. One pass,\n"
-         "no temporary copy of the image. Prints the manifest's path. Then:\n"
-         "amiport upload-bundle, and amiport register --image-location.\n\n"
+         "                      [--destination DIR | --bucket BUCKET[/PREFIX] [--acl ACL]\n"
+         "                       [--register --name NAME [--description TEXT]]]\n"
+         "                      [--part-size MiB] [-p] [-j N] [--output FMT] IMAGE\n\n"
+         "Packs IMAGE (any format, converted to raw on the fly; an EBS snapshot or an AMI's\n"
+         "root volume too) as an instance-store bundle in ec2-bundle-image's format: one tar\n"
+         "member (sparse where the image has holes), gzip, AES-128-CBC with a random key and\n"
+         "IV, cut into DIR/PREFIX.part.NN, and DIR/PREFIX.manifest.xml (version 2007-10-10)\n"
+         "signed with the user's key. One pass, no temporary copy of the image. Prints the\n"
+         "manifest's path. Then: amiport upload-bundle, and amiport register --image-location.\n\n"
+         "With --bucket nothing is written locally: each part is stored in S3 as\n"
+         "BUCKET/PREFIX/NAME.part.NN as soon as it is made (PutObject with its Content-MD5,\n"
+         "three at a time, so memory stays near four parts), and NAME.manifest.xml last,\n"
+         "once every part is acknowledged. Prints BUCKET/PREFIX/NAME.manifest.xml (and,\n"
+         "with --register, the AMI id). An interrupted run is resumed by the same command:\n"
+         "the key and IV are kept, wrapped for --cert as in the manifest, in a state file\n"
+         "in $XDG_STATE_HOME/amiport (default ~/.local/state/amiport), so the same parts\n"
+         "are made again and those the bucket holds with the same size and MD5 are not\n"
+         "sent again; the state goes once the manifest is stored. Requests are path-style;\n"
+         "S3's endpoint is AWS_ENDPOINT_URL_S3 when set (--endpoint-url would send EBS,\n"
+         "EC2 and S3 requests alike to one URL).\n\n"
          IMAGE_HELP
          "  -c, --cert FILE           the user's X.509 certificate (PEM)\n"
          "      --privatekey FILE     the user's RSA private key (PEM), signs the manifest\n"
@@ -50,6 +66,18 @@ static void bundle_help(void)
          "                            manifest (default: the image's file name; for a\n"
          "                            non-raw image with .img for its extension)\n"
          "  -d, --destination DIR     where to write them (default: the current folder)\n"
+         "  -b, --bucket BUCKET[/PREFIX]  store them in S3 instead, under PREFIX (an s3://\n"
+         "                            in front is ignored); not with --destination\n"
+         "      --acl ACL             with --bucket: canned ACL of every object, as\n"
+         "                            upload-bundle: aws-exec-read (the default), private,\n"
+         "                            ..., or none\n"
+         "      --register            with --bucket: then register the bundle as an\n"
+         "                            instance-store AMI (its architecture, --kernel and\n"
+         "                            --ramdisk, also spelt --kernel-id and --ramdisk-id)\n"
+         "      --name NAME           the AMI's name (--register)\n"
+         "      --description TEXT    the AMI's description (--register)\n"
+         "      --output FMT          human (default) or json: the manifest (its path, or with\n"
+         "                            --bucket its location), parts, digest; image_id\n"
          "      --part-size MiB       size of each part, 1 to 256 (default 10, as\n"
          "                            ec2-bundle-image)\n"
          "  -p, --progress            show progress (default when stderr is a terminal)\n"
@@ -120,9 +148,86 @@ static const char *guest_arch(struct img *im, struct error *e)
   return arch;
 }
 
+/* bundle --bucket: the bundle streamed into S3, then registered if asked;
+ * prints the result. An exit status. */
+static int bundle_bucket(struct img *src, struct bundle_opts *bo, const struct aws_opts *ao,
+                         const char *bucket, const char *kprefix, const char *acl, bool reg,
+                         const char *ami_name, const char *description, enum output out_fmt,
+                         const char *what)
+{
+  struct error e = { 0 };
+  struct aws_ctx ctx;
+  if (aws_ctx_init(&ctx, ao, &e) < 0)
+    return cli_fail(&e);
+  struct bundle_s3_opts so = { .bucket = bucket, .key_prefix = kprefix, .acl = acl };
+  struct bundle_s3_result r;
+  struct bundle_result res;
+  char ami[EBS_ID_MAX] = "";
+  int rc = EXIT_FAIL;
+  if (bundle_to_s3(src, bo, &ctx, &so, &res, &r, &e) < 0) {
+    cli_fail(&e);
+    if (r.fresh_why[0])
+      fprintf(stderr, "amiport: bundle: the state %s was not used: %s\n", r.state_path,
+              r.fresh_why);
+    if (acl && strstr(e.msg, ": AccessControlListNotSupported:"))
+      fprintf(stderr, "amiport: bundle: the bucket has ACLs disabled; --acl none stores the "
+                      "objects without one\n");
+    if (r.in_bucket[0])
+      fprintf(stderr, "amiport: bundle: parts in s3://%s/%s%s: %s; they are kept, and the same "
+                      "command resumes without sending them again\n", bucket, kprefix,
+              *kprefix ? "/" : "", r.in_bucket);
+    else if (r.state_path[0])
+      fprintf(stderr, "amiport: bundle: no part was stored\n");
+    rc = e.code == ERR_INTERRUPTED ? 130 : EXIT_FAIL;
+    goto out;
+  }
+  char a[32], b[32];
+  if (r.fresh_why[0])
+    fprintf(stderr, "amiport: bundle: the state %s was not used (%s): a new bundle\n",
+            r.state_path, r.fresh_why);
+  fprintf(stderr, "bundled %s (%s, %s) into %u parts, %s, digest %s; %u parts stored, %u "
+                  "already in the bucket%s; manifest s3://%s\n", what, bo->arch,
+          cli_human_size(src->size, a), res.nparts, cli_human_size(res.bundled_size, b),
+          res.digest, r.uploaded, r.skipped, r.resumed ? " (resumed)" : "", r.location);
+  if (reg) {
+    struct ec2_register rg = { .name = ami_name, .description = description, .arch = bo->arch,
+                               .imds_support = "v2.0", .image_location = r.location,
+                               .kernel_id = bo->kernel_id, .ramdisk_id = bo->ramdisk_id };
+    if (ec2_register_image(&ctx, &rg, ami, &e) < 0) {
+      cli_fail(&e);
+      fprintf(stderr, "amiport: bundle: the bundle is in S3; register it with: amiport register "
+                      "--image-location %s --name NAME\n", r.location);
+      goto out;
+    }
+  }
+  if (out_fmt == OUTPUT_JSON) {
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "manifest", json_object_new_string(r.location));
+    json_object_object_add(j, "parts", json_object_new_int64(res.nparts));
+    json_object_object_add(j, "parts_uploaded", json_object_new_int64(r.uploaded));
+    json_object_object_add(j, "parts_skipped", json_object_new_int64(r.skipped));
+    json_object_object_add(j, "bundled_size", json_object_new_int64((int64_t)res.bundled_size));
+    json_object_object_add(j, "digest", json_object_new_string(res.digest));
+    json_object_object_add(j, "resumed", json_object_new_boolean(r.resumed));
+    json_object_object_add(j, "image_id", ami[0] ? json_object_new_string(ami) : NULL);
+    puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY |
+                                               JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(j);
+  } else {
+    printf("%s\n", r.location);
+    if (ami[0])
+      printf("%s\n", ami);
+  }
+  rc = EXIT_OK;
+out:
+  aws_ctx_free(&ctx);
+  return rc;
+}
+
 int cmd_bundle(int argc, char **argv)
 {
-  enum { O_EC2CERT = 0x200, O_KERNEL, O_RAMDISK, O_PREFIX, O_PART_SIZE };
+  enum { O_EC2CERT = 0x200, O_KERNEL, O_RAMDISK, O_PREFIX, O_PART_SIZE, O_ACL, O_REGISTER,
+         O_NAME, O_DESCRIPTION, O_OUTPUT };
   static const struct option longopts[] = {
     IMAGE_LONGOPTS,
     { "cert", required_argument, NULL, 'c' },
@@ -135,6 +240,14 @@ int cmd_bundle(int argc, char **argv)
     { "block-device-mapping", required_argument, NULL, 'M' },
     { "prefix", required_argument, NULL, O_PREFIX },
     { "destination", required_argument, NULL, 'd' },
+    { "bucket", required_argument, NULL, 'b' },
+    { "acl", required_argument, NULL, O_ACL },
+    { "register", no_argument, NULL, O_REGISTER },
+    { "name", required_argument, NULL, O_NAME },
+    { "description", required_argument, NULL, O_DESCRIPTION },
+    { "kernel-id", required_argument, NULL, O_KERNEL },
+    { "ramdisk-id", required_argument, NULL, O_RAMDISK },
+    { "output", required_argument, NULL, O_OUTPUT },
     { "part-size", required_argument, NULL, O_PART_SIZE },
     { "progress", no_argument, NULL, 'p' },
     { "jobs", required_argument, NULL, 'j' },
@@ -150,8 +263,12 @@ int cmd_bundle(int argc, char **argv)
   struct image_args ia = { 0 };
   struct error e = { 0 };
   struct img *src = NULL;
+  const char *target = NULL, *acl = "aws-exec-read", *ami_name = NULL, *description = NULL;
+  char *bucket = NULL, *kprefix = NULL;
+  bool dest_given = false, reg = false, known;
+  enum output out_fmt = OUTPUT_HUMAN;
   int c, rc = EXIT_USAGE;
-  while ((c = getopt_long(argc, argv, "f:c:u:r:M:d:pj:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "f:c:u:r:M:d:b:pj:h", longopts, NULL)) != -1) {
     char *end;
     long n;
     switch (c) {
@@ -164,7 +281,26 @@ int cmd_bundle(int argc, char **argv)
     case O_RAMDISK: bo.ramdisk_id = optarg; break;
     case 'M': free(bdm); bdm = strdup(optarg); break;
     case O_PREFIX: bo.prefix = optarg; break;
-    case 'd': bo.destination = optarg; break;
+    case 'd': bo.destination = optarg; dest_given = true; break;
+    case 'b': target = optarg; break;
+    case O_ACL:
+      known = false;
+      for (const char *const *a = cli_s3_acls; *a; a++)
+        known |= strcmp(optarg, *a) == 0;
+      if (!known) {
+        cli_usage("bundle", "--acl must be a canned ACL (aws-exec-read, private, ...; see "
+                            "upload-bundle --help) or none, not '%s'", optarg);
+        goto out;
+      }
+      acl = optarg;
+      break;
+    case O_REGISTER: reg = true; break;
+    case O_NAME: ami_name = optarg; break;
+    case O_DESCRIPTION: description = optarg; break;
+    case O_OUTPUT:
+      if (cli_parse_output("bundle", optarg, &out_fmt) != 0)
+        goto out;
+      break;
     case O_PART_SIZE:
       n = strtol(optarg, &end, 10);
       if (*end || n < 1 || n > BUNDLE_MAX_PART_MIB) {
@@ -197,6 +333,31 @@ int cmd_bundle(int argc, char **argv)
     cli_usage("bundle", "--cert, --privatekey and --user are required");
     goto out;
   }
+  if (target && dest_given) {
+    cli_usage("bundle", "--bucket and --destination cannot be used together");
+    goto out;
+  }
+  if (!target && (reg || ami_name || description)) {
+    cli_usage("bundle", "--register, --name and --description need --bucket");
+    goto out;
+  }
+  if (reg != (ami_name != NULL) || (description && !reg)) {
+    cli_usage("bundle", "--register needs --name, and --name and --description need --register");
+    goto out;
+  }
+  if (bo.kernel_id && strncmp(bo.kernel_id, "aki-", 4) != 0) {
+    cli_usage("bundle", "--kernel must be a kernel image id (aki-...), not '%s'", bo.kernel_id);
+    goto out;
+  }
+  if (bo.ramdisk_id && strncmp(bo.ramdisk_id, "ari-", 4) != 0) {
+    cli_usage("bundle", "--ramdisk must be a ramdisk image id (ari-...), not '%s'", bo.ramdisk_id);
+    goto out;
+  }
+  if (target && (rc = cli_s3_target("bundle", target, &bucket, &kprefix)) != 0)
+    goto out;
+  rc = EXIT_USAGE;
+  if (strcmp(acl, "none") == 0)
+    acl = NULL;
   if (!(bo.user = account_id(user, acct))) {
     cli_usage("bundle", "--user must be a 12-digit AWS account id, not '%s'", user);
     goto out;
@@ -220,7 +381,7 @@ int cmd_bundle(int argc, char **argv)
   bo.mappings = maps;
   bo.nmappings = (unsigned)nm;
   struct stat st;
-  if (stat(bo.destination, &st) < 0 || !S_ISDIR(st.st_mode)) {
+  if (!target && (stat(bo.destination, &st) < 0 || !S_ISDIR(st.st_mode))) {
     fprintf(stderr, "amiport: bundle: --destination %s is not a folder\n", bo.destination);
     rc = EXIT_FAIL;
     goto out;
@@ -241,6 +402,11 @@ int cmd_bundle(int argc, char **argv)
   if (src->fd >= 0 && fstat(src->fd, &st) == 0)
     bo.mtime = (uint64_t)st.st_mtime;
   struct bundle_result res;
+  if (target) {
+    rc = bundle_bucket(src, &bo, &ia.aws, bucket, kprefix, acl, reg, ami_name, description,
+                       out_fmt, argv[optind]);
+    goto out;
+  }
   if (bundle_write(src, &bo, &res, &e) < 0) {
     rc = cli_fail(&e);
     goto out;
@@ -248,7 +414,18 @@ int cmd_bundle(int argc, char **argv)
   char a[32], b[32];
   fprintf(stderr, "bundled %s (%s, %s) into %u parts, %s, digest %s\n", argv[optind], bo.arch,
           cli_human_size(src->size, a), res.nparts, cli_human_size(res.bundled_size, b), res.digest);
-  printf("%s\n", res.manifest);
+  if (out_fmt == OUTPUT_JSON) {
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "manifest", json_object_new_string(res.manifest));
+    json_object_object_add(j, "parts", json_object_new_int64(res.nparts));
+    json_object_object_add(j, "bundled_size", json_object_new_int64((int64_t)res.bundled_size));
+    json_object_object_add(j, "digest", json_object_new_string(res.digest));
+    puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY |
+                                               JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(j);
+  } else {
+    printf("%s\n", res.manifest);
+  }
   rc = EXIT_OK;
 out:
   img_close(src);
@@ -256,6 +433,8 @@ out:
   EVP_PKEY_free(bo.ec2_cert);
   EVP_PKEY_free(bo.user_key);
   free(bdm);
+  free(bucket);
+  free(kprefix);
   return rc;
 }
 

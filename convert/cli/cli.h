@@ -89,6 +89,13 @@ void cli_catch_signals(void);
 /* "1.5 GiB" */
 const char *cli_human_size(uint64_t n, char buf[32]);
 
+/* --bucket BUCKET[/PREFIX] (an s3:// in front is dropped) into bucket and
+ * prefix (no leading or trailing '/'), both malloc'd; else a usage error
+ * for cmd (EXIT_USAGE). */
+int cli_s3_target(const char *cmd, const char *arg, char **bucket, char **prefix);
+/* The canned ACLs --acl takes, and "none"; NULL-terminated. */
+extern const char *const cli_s3_acls[];
+
 int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);

@@ -53,7 +53,7 @@ static const char upload_bundle_help[] =
   "(what was stored stays; run again to resume), 2 on a usage error, 130 when\n"
   "interrupted.\n";
 
-static const char *const upload_bundle_acls[] = {
+const char *const cli_s3_acls[] = {
   "aws-exec-read", "private", "public-read", "public-read-write", "authenticated-read",
   "bucket-owner-read", "bucket-owner-full-control", "none", NULL,
 };
@@ -76,19 +76,18 @@ static void upload_bundle_on_file(void *arg, const struct s3_file *f, size_t don
           f->key, cli_human_size(f->size, sz));
 }
 
-/* BUCKET[/PREFIX] -> bucket and prefix (no leading or trailing '/'). */
-static int upload_bundle_target(const char *arg, char **bucket, char **prefix)
+int cli_s3_target(const char *cmd, const char *arg, char **bucket, char **prefix)
 {
   if (strncmp(arg, "s3://", 5) == 0)
     arg += 5;
   size_t bl = strcspn(arg, "/");
   if (bl < 3 || bl > 255)
-    return cli_usage("upload-bundle", "--bucket must be BUCKET[/PREFIX] with a bucket name of "
-                                      "3 to 255 characters, not '%s'", arg);
+    return cli_usage(cmd, "--bucket must be BUCKET[/PREFIX] with a bucket name of "
+                          "3 to 255 characters, not '%s'", arg);
   for (size_t i = 0; i < bl; i++)
     if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_", arg[i]))
-      return cli_usage("upload-bundle", "--bucket: '%.*s' is not a bucket name (letters, "
-                                        "digits, '.', '-', '_')", (int)bl, arg);
+      return cli_usage(cmd, "--bucket: '%.*s' is not a bucket name (letters, "
+                            "digits, '.', '-', '_')", (int)bl, arg);
   const char *p = arg + bl;
   while (*p == '/')
     p++;
@@ -96,7 +95,7 @@ static int upload_bundle_target(const char *arg, char **bucket, char **prefix)
   while (pl && p[pl - 1] == '/')
     pl--;
   if (pl > 900)
-    return cli_usage("upload-bundle", "--bucket: the prefix is longer than 900 bytes");
+    return cli_usage(cmd, "--bucket: the prefix is longer than 900 bytes");
   *bucket = strndup(arg, bl);
   *prefix = strndup(p, pl);
   return 0;
@@ -234,7 +233,7 @@ int cmd_upload_bundle(int argc, char **argv)
     case 'b': target = optarg; break;
     case 'm': mpath = optarg; break;
     case 0x500:
-      for (const char *const *a = upload_bundle_acls; *a; a++)
+      for (const char *const *a = cli_s3_acls; *a; a++)
         known |= strcmp(optarg, *a) == 0;
       if (!known)
         return cli_usage("upload-bundle", "--acl must be a canned ACL (aws-exec-read, private, "
@@ -266,7 +265,7 @@ int cmd_upload_bundle(int argc, char **argv)
   struct manifest m = { 0 };
   bool have_manifest = false;
   struct error e = { 0 };
-  int rc = upload_bundle_target(target, &bucket, &prefix);
+  int rc = cli_s3_target("upload-bundle", target, &bucket, &prefix);
   if (rc)
     return rc;
   rc = EXIT_FAIL;

@@ -1,7 +1,7 @@
 // start.js - runs @20minutes/s3rver, a local S3 server that checks SigV4
 // signatures, for amiport's tests (the package has no command line):
 //
-//   node start.js DIRECTORY [--port N] [--key ACCESS_KEY:SECRET_KEY]...
+//   node start.js DIRECTORY [--port N] [--key ACCESS_KEY:SECRET_KEY]... [--fail-put FILE]
 //
 // It listens on 127.0.0.1 (port 0, the default, picks a free one), keeps its
 // buckets and objects under DIRECTORY, and accepts the key pair S3RVER/S3RVER
@@ -13,7 +13,9 @@
 // with "-" for a header the request did not have (SIGNED-HEADERS is the
 // list from its Authorization header), so that a test can count requests and
 // see what was sent. Requests without an Authorization header are served
-// anonymously, as s3rver does. SIGTERM or SIGINT stops it.
+// anonymously, as s3rver does. With --fail-put, while FILE exists, a PUT
+// whose URL contains one of its lines is refused (403 AccessDenied), to make
+// an upload fail midway. SIGTERM or SIGINT stops it.
 'use strict';
 
 const fs = require('fs');
@@ -29,6 +31,7 @@ function usage(msg) {
 const args = process.argv.slice(2);
 let directory = null;
 let port = 0;
+let failPut = null;
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--port') {
@@ -39,6 +42,9 @@ for (let i = 0; i < args.length; i++) {
     const colon = v.indexOf(':');
     if (colon < 1 || colon === v.length - 1) usage('--key needs ACCESS_KEY:SECRET_KEY');
     AWSAccount.DUMMY_ACCOUNT.createKeyPair(v.slice(0, colon), v.slice(colon + 1));
+  } else if (a === '--fail-put') {
+    failPut = args[++i];
+    if (!failPut) usage('--fail-put needs FILE');
   } else if (a.startsWith('-') || directory !== null) {
     usage(`unexpected argument '${a}'`);
   } else {
@@ -49,6 +55,25 @@ if (directory === null) usage('no DIRECTORY');
 fs.mkdirSync(directory, { recursive: true });
 
 const server = new S3rver({ address: '127.0.0.1', port, directory, silent: true });
+if (failPut) {
+  // first of all middleware: s3rver composes them when it starts listening
+  server.middleware.unshift(async (ctx, next) => {
+    let lines = [];
+    try {
+      lines = fs.readFileSync(failPut, 'utf8').split('\n').filter((l) => l);
+    } catch (e) {
+      lines = [];
+    }
+    if (ctx.method === 'PUT' && lines.some((l) => ctx.url.includes(l))) {
+      ctx.status = 403;
+      ctx.type = 'application/xml';
+      ctx.body = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>' +
+        '<Message>Access Denied (refused by start.js --fail-put)</Message></Error>';
+      return;
+    }
+    await next();
+  });
+}
 server.run().then(
   (addr) => {
     server.httpServer.on('request', (req, res) => {
