@@ -70,6 +70,8 @@ void cli_catch_signals(void);
 const char *cli_human_size(uint64_t n, char buf[32]);
 
 int cmd_info(int argc, char **argv);
+/* info of ami-... or snap-...: what the service says of it (info_aws.c). */
+int cli_info_aws(const char *id, const struct aws_opts *ao, enum output out);
 int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
