@@ -82,7 +82,7 @@ static const char *or_dash(const char *s)
 
 static const char *yes_no(int b)
 {
-  return b < 0 ? "-" : b ? "yes" : "no";
+  return b < 0 ? "not set" : b ? "yes" : "no";
 }
 
 static void image_human(const struct ec2_image_info *im, bool uefi)
@@ -95,8 +95,9 @@ static void image_human(const struct ec2_image_info *im, bool uefi)
   printf("Machine:        %s, %s, boot mode %s\n", or_dash(im->architecture),
          or_dash(im->virtualization_type), im->boot_mode[0] ? im->boot_mode : "(service default)");
   printf("Networking:     ENA %s, SR-IOV %s\n", yes_no(im->ena_support),
-         or_dash(im->sriov_net_support));
-  printf("TPM, IMDS:      %s, %s\n", or_dash(im->tpm_support), or_dash(im->imds_support));
+         im->sriov_net_support[0] ? im->sriov_net_support : "not set");
+  printf("NitroTPM:       %s\n", im->tpm_support[0] ? im->tpm_support : "not set");
+  printf("IMDS:           %s\n", im->imds_support[0] ? im->imds_support : "v1 and v2 (not set)");
   printf("UEFI data:      %s\n", uefi ? "present" : "none");
   printf("Billing:        %s (%s)\n", or_dash(im->platform_details), or_dash(im->usage_operation));
   for (size_t i = 0; i < im->nbilling; i++)
@@ -107,7 +108,10 @@ static void image_human(const struct ec2_image_info *im, bool uefi)
   char lost[1024];
   if (ec2_billing_lost(im, lost, sizeof lost))
     printf("                an image registered from its snapshots loses: %s\n", lost);
-  printf("Block devices:\n");
+  printf("Block devices:%s\n", im->nmappings                                       ? ""
+                                : strcmp(im->root_device_type, "instance-store") == 0
+                                    ? "  none beyond the root disk the bundle holds"
+                                    : "  none");
   for (size_t i = 0; i < im->nmappings; i++) {
     const struct ec2_mapping *m = &im->mappings[i];
     if (m->ebs) {
