@@ -267,6 +267,29 @@ if awsx ec2 register-image --name anatomy-bad --root-device-name /dev/xvda --boo
 fi
 grep -q InvalidParameterCombination "$T/x.err" || fail "UefiData + legacy-bios: $(cat "$T/x.err")"
 
+# unknown parameters are still refused (a signed request botocore's model
+# would not send)
+for action in "DescribeImageAttribute&ImageId=$ami&Attribute=uefiData" \
+    "DescribeImages&ImageId.1=$ami&Platform=windows"; do
+  /usr/bin/python3 - "$FAKEAWS_URL" "Action=$action&Version=2016-11-15&Bogus=1" >"$T/unk.out" <<'EOF2' ||
+import sys, urllib.request, urllib.error
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+url, body = sys.argv[1] + "/", sys.argv[2]
+rq = AWSRequest(method="POST", url=url, data=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "ec2", "us-east-1").add_auth(rq)
+try:
+    urllib.request.urlopen(urllib.request.Request(url, data=body.encode(), headers=dict(rq.headers)))
+    print("accepted")
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode().replace("\n", " "))
+EOF2
+    fail "the signed request failed: $(cat "$T/unk.out")"
+  grep -q "^400 .*<Code>UnknownParameter</Code>" "$T/unk.out" || fail "${action%%&*} with Bogus=1: $(cat "$T/unk.out")"
+done
+
 # --- an instance-store AMI: a bundle manifest in S3, no snapshot -------------------
 amiport_ok register --name anatomy-bundle --image-location amiport-test/anatomy/disk.manifest.xml --output=json
 ami_is=$(json_get "$T/stdout" image_id)

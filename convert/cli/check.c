@@ -16,7 +16,11 @@ static const char help[] =
   "Reads the guest on IMAGE without mounting it (partition table, filesystems,\n"
   "bootloader, kernels, initramfs, fstab) and says whether it will boot on EC2,\n"
   "what registration would use, and what to change. With several images, each\n"
-  "gets its report (in JSON, an array of them, each naming its \"image\").\n\n"
+  "gets its report (in JSON, an array of them, each naming its \"image\").\n"
+  "For an AMI (ami-...) its billing codes are read too: a platform other than\n"
+  "Linux/UNIX, a usage operation other than RunInstances, billing products or product\n"
+  "codes, which an AMI registered from its snapshots would not carry, are a\n"
+  "BILLING_CODES_LOST warning (the exit status stays what the disk decides).\n\n"
   IMAGE_HELP
   "      --output FORMAT       human (default) or json\n"
   "      --deep                also inspect through libguestfs (LVM, btrfs, Windows;\n"

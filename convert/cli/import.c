@@ -411,6 +411,7 @@ int cmd_import(int argc, char **argv)
     json_object_object_add(j, "boot_mode", ra.r.boot_mode ? json_object_new_string(ra.r.boot_mode) : NULL);
     json_object_object_add(j, "ena_support", json_object_new_boolean(ra.r.ena));
     json_object_object_add(j, "root_device_name", json_object_new_string(ra.r.root_device));
+    json_object_object_add(j, "uefi_data", json_object_new_boolean(ra.r.uefi_data != NULL));
     json_object_object_add(j, "register", json_object_new_boolean(!io.no_register));
     if (ra.out == OUTPUT_JSON)
       print_json(j);
