@@ -36,7 +36,7 @@ info "raw, qcow2 and VMDK exports identical to the source"
 amiport_ok map --output=json "$snap"
 [ "$(json_get "$T/stdout" 0 data)" = "" ] || true
 amiport_ok info --output=json "$snap"
-[ "$(json_get "$T/stdout" virtual-size)" = 1073741824 ] || fail "info: the snapshot's size is not its 1 GiB volume: $(cat "$T/stdout")"
+[ "$(json_get "$T/stdout" volume_size_gib)" = 1 ] || fail "info: the snapshot's size is not its 1 GiB volume: $(cat "$T/stdout")"
 
 # an existing destination is refused without --force; --device and --all
 expect_rc 1 export "$snap" "$T/out.raw"

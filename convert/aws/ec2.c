@@ -193,6 +193,8 @@ int ec2_register_image(struct aws_ctx *ctx, const struct ec2_register *r, char a
     ec2_param(&p, "ImdsSupport", r->imds_support);
   if (r->tpm_support)
     ec2_param(&p, "TpmSupport", r->tpm_support);
+  if (r->uefi_data)
+    ec2_param(&p, "UefiData", r->uefi_data);
   for (size_t i = 0; i < r->ndisks; i++) {
     char v[32];
     ec2_paramf(&p, r->disks[i].device, "BlockDeviceMapping.%zu.DeviceName", i + 1);

@@ -7,8 +7,12 @@
 
 #include "ebs.h"
 
+/* RegisterImage's UefiData: at most 64000 base64 characters (botocore's
+ * StringType), each of '+', '/' and '=' sent as three. */
+#define EC2_UEFI_DATA_MAX 64000
+
 struct ec2_params {
-  char buf[16384]; /* "&K=V&K=V", form-encoded */
+  char buf[EC2_UEFI_DATA_MAX * 3 + 16384]; /* "&K=V&K=V", form-encoded */
   size_t len;
   bool overflow;
   char error_code[128]; /* the service's error code, after a failed call */
@@ -47,6 +51,7 @@ struct ec2_register {
   const char *imds_support; /* "v2.0" or NULL */
   const char *tpm_support;  /* "v2.0" or NULL */
   const char *root_device;
+  const char *uefi_data;   /* UefiData: the base64 variable store, or NULL */
   const char *volume_type; /* NULL: gp3 */
   bool keep_volumes;       /* DeleteOnTermination=false */
   const struct ec2_disk *disks;
@@ -80,5 +85,75 @@ int ec2_delete_snapshot(struct aws_ctx *ctx, const char *id, struct error *e);
 /* The EBS volumes of an available, EBS-backed AMI (DescribeImages). */
 int ec2_image_volumes(struct aws_ctx *ctx, const char *ami, struct ec2_image *im,
                       struct error *e);
+
+/* ---- describing an AMI and a snapshot (ec2_describe.c) ------------------- */
+
+#define EC2_MAX_CODES 16
+
+/* One block device mapping; "" where the answer says nothing. */
+struct ec2_mapping {
+  char device[64];
+  char virtual_name[32];   /* ephemeralN: an instance store disk */
+  bool ebs, no_device;
+  char snapshot_id[EBS_ID_MAX];
+  char volume_type[16];
+  uint64_t volume_gib;     /* 0: not said */
+  int encrypted;           /* -1: not said */
+  int delete_on_termination; /* -1: not said */
+};
+
+/* What DescribeImages says of one AMI; "" (or -1) where it says nothing. */
+struct ec2_image_info {
+  char image_id[EBS_ID_MAX], name[256], state[32];
+  char root_device_type[32], root_device_name[64];
+  char architecture[32], virtualization_type[32], boot_mode[32];
+  char sriov_net_support[32], tpm_support[16], imds_support[16];
+  int ena_support;
+  char image_location[1024];
+  char platform[32], platform_details[128], usage_operation[64];
+  char billing_products[EC2_MAX_CODES][64];
+  size_t nbilling;
+  struct { char id[64], type[32]; } product_codes[EC2_MAX_CODES];
+  size_t nproduct_codes;
+  struct ec2_mapping mappings[EC2_MAX_VOLUMES];
+  size_t nmappings;
+};
+
+/* DescribeImages of one AMI (any state). */
+int ec2_describe_image(struct aws_ctx *ctx, const char *ami, struct ec2_image_info *im,
+                       struct error *e);
+/* The parsing half of it, on an answer (an xmlDocPtr) already read. */
+int ec2_parse_image(void *doc, const char *ami, struct ec2_image_info *im, struct error *e);
+
+/* DescribeImageAttribute: *value gets the attribute's value (malloc'd), or
+ * NULL when the AMI has none. attr: uefiData, bootMode, tpmSupport, ... */
+int ec2_image_attribute(struct aws_ctx *ctx, const char *ami, const char *attr, char **value,
+                        struct error *e);
+int ec2_parse_image_attribute(void *doc, const char *attr, char **value, struct error *e);
+
+/* What an image registered from its snapshots would no longer carry: a
+ * platform other than Linux/UNIX, a UsageOperation other than RunInstances,
+ * billing products, product codes. Written to out as a list ("Windows
+ * (RunInstances:0002), billing product bp-6ba54002"); returns how many. */
+size_t ec2_billing_lost(const struct ec2_image_info *im, char *out, size_t len);
+
+struct ec2_snapshot_info {
+  char snapshot_id[EBS_ID_MAX], state[32];
+  uint64_t volume_gib;
+  int encrypted; /* -1: not said */
+};
+
+/* DescribeSnapshots of one snapshot. */
+int ec2_describe_snapshot(struct aws_ctx *ctx, const char *snap, struct ec2_snapshot_info *si,
+                          struct error *e);
+int ec2_parse_snapshot(void *doc, const char *snap, struct ec2_snapshot_info *si,
+                       struct error *e);
+
+#define EC2_MAX_IMAGES 64
+/* DescribeImages with the filter block-device-mapping.snapshot-id: the AMIs
+ * (at most EC2_MAX_IMAGES) that map the snapshot. */
+int ec2_images_using(struct aws_ctx *ctx, const char *snap, char (*ids)[EBS_ID_MAX], size_t *n,
+                     struct error *e);
+int ec2_parse_image_ids(void *doc, char (*ids)[EBS_ID_MAX], size_t *n);
 
 #endif

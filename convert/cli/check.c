@@ -1,6 +1,7 @@
 /* check.c - amiport check: will this disk boot on EC2, and if not, why. */
 #include "cli.h"
 #include "ebs.h"
+#include "ec2.h"
 #include "inspect.h"
 
 #include <getopt.h>
@@ -17,7 +18,11 @@ static const char help[] =
   "what registration would use, and what to change. A Windows disk (NTFS and\n"
   "Windows's boot manager or boot code) gets WINDOWS_LICENSE, a bare filesystem\n"
   "(an old paravirtual image) PARAVIRTUAL_ONLY. With several images, each gets\n"
-  "its report (in JSON, an array of them, each naming its \"image\").\n\n"
+  "its report (in JSON, an array of them, each naming its \"image\").\n"
+  "For an AMI (ami-...) its billing codes are read too: a platform other than\n"
+  "Linux/UNIX, a usage operation other than RunInstances, billing products or product\n"
+  "codes, which an AMI registered from its snapshots would not carry, are a\n"
+  "BILLING_CODES_LOST warning (the exit status stays what the disk decides).\n\n"
   IMAGE_HELP
          BUNDLE_SOURCE_HELP
   "  check reads a bundle whole into a sparse file under $TMPDIR (deleted when it\n"
@@ -98,6 +103,31 @@ static void print_human(const struct inspection *in, struct json_object *j)
                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
+/* An AMI whose billing codes an image registered from its snapshots would
+ * not carry: a BILLING_CODES_LOST warning on in. */
+static int check_billing(const char *ami, const struct image_args *ia, struct inspection *in,
+                         struct error *e)
+{
+  struct aws_ctx ctx;
+  struct ec2_image_info *im = malloc(sizeof *im);
+  if (!im)
+    return error_set(e, ERR_NOMEM, "out of memory");
+  int rc = aws_ctx_init(&ctx, &ia->aws, e);
+  if (rc == 0) {
+    rc = ec2_describe_image(&ctx, ami, im, e);
+    aws_ctx_free(&ctx);
+  }
+  char lost[400];
+  if (rc == 0 && ec2_billing_lost(im, lost, sizeof lost))
+    inspect_add_finding(in, "BILLING_CODES_LOST", SEV_WARNING,
+                        "%s carries %s; an AMI registered from its snapshots (amiport import or "
+                        "register) would not (CopyImage keeps them, as does CreateImage from an "
+                        "instance launched from it)",
+                        ami, lost);
+  free(im);
+  return rc;
+}
+
 /* Opens and reads one image; NULL (e set) on failure. */
 static struct inspection *check_read(const char *path, const struct image_args *ia,
                                      struct img **im, struct error *e)
@@ -115,7 +145,8 @@ static struct inspection *check_read(const char *path, const struct image_args *
     error_set(e, ERR_NOMEM, "out of memory");
     return NULL;
   }
-  if (inspect_image(*im, in, e) < 0) {
+  if (inspect_image(*im, in, e) < 0 ||
+      (strncmp(path, "ami-", 4) == 0 && check_billing(path, ia, in, e) < 0)) {
     inspect_free(in);
     free(in);
     return NULL;

@@ -97,6 +97,8 @@ int cli_s3_target(const char *cmd, const char *arg, char **bucket, char **prefix
 extern const char *const cli_s3_acls[];
 
 int cmd_info(int argc, char **argv);
+/* info of ami-... or snap-...: what the service says of it (info_aws.c). */
+int cli_info_aws(const char *id, const struct aws_opts *ao, enum output out);
 int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);

@@ -4,6 +4,7 @@
 #include "ec2.h"
 #include "resume.h"
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,11 @@ static const char help[] =
   "                           run again with --resume after an interruption and only\n"
   "                           the missing blocks are fetched. When all are there,\n"
   "                           DST.partial becomes DST (converted unless -O raw)\n"
+  "  An AMI's UEFI variables (DescribeImageAttribute uefiData), if it has any, are\n"
+  "  written beside DST as DST.uefi-data (the base64 text RegisterImage takes, as\n"
+  "  'import --uefi-data' and 'register --uefi-data' read it), once every volume is\n"
+  "  written. A platform, usage operation, billing product or product code that an\n"
+  "  AMI registered from the exported disk would lose is a BILLING_CODES_LOST warning.\n"
   "  -h, --help               show this help\n";
 
 /* disk.qcow2 + /dev/sdb -> disk-sdb.qcow2 */
@@ -82,6 +88,58 @@ static int export_resumable(const struct export_args *a, struct img *src, const 
   }
   img_close(view);
   resume_close(r);
+  return rc;
+}
+
+/* DST.uefi-data: the AMI's UEFI variable store, written under a hidden
+ * temporary name beside it and renamed once complete, as the image is. */
+static int export_uefi_data(const char *dst, const char *data, struct error *e)
+{
+  char path[4200], tmp[4300];
+  snprintf(path, sizeof path, "%s.uefi-data", dst);
+  const char *slash = strrchr(path, '/');
+  int dirlen = slash ? (int)(slash - path + 1) : 0;
+  snprintf(tmp, sizeof tmp, "%.*s.%s.amiport-%ld", dirlen, path, path + dirlen, (long)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return error_errno(e, "%s: cannot create", tmp);
+  size_t len = strlen(data);
+  int rc = img_pwrite_file(fd, data, len, 0, tmp, e);
+  if (rc == 0)
+    rc = img_pwrite_file(fd, "\n", 1, len, tmp, e);
+  if (rc == 0 && fsync(fd) < 0)
+    rc = error_errno(e, "%s: fsync", tmp);
+  if (close(fd) < 0 && rc == 0)
+    rc = error_errno(e, "%s: close", tmp);
+  if (rc == 0 && rename(tmp, path) < 0)
+    rc = error_errno(e, "%s: rename from %s", path, tmp);
+  if (rc < 0)
+    unlink(tmp);
+  return rc;
+}
+
+/* What the AMI says beyond its volumes: a BILLING_CODES_LOST warning, and
+ * its UEFI variables (*uefi, malloc'd, NULL when it has none). */
+static int export_image_extras(struct aws_ctx *ctx, const char *ami, const char *dst, bool force,
+                               char **uefi, struct error *e)
+{
+  struct ec2_image_info *im = malloc(sizeof *im);
+  if (!im)
+    return error_set(e, ERR_NOMEM, "out of memory");
+  int rc = ec2_describe_image(ctx, ami, im, e);
+  char lost[1024];
+  if (rc == 0 && ec2_billing_lost(im, lost, sizeof lost))
+    fprintf(stderr, "amiport: export: warning: BILLING_CODES_LOST: %s carries %s; an AMI "
+                    "registered from the exported disk would not\n", ami, lost);
+  free(im);
+  if (rc == 0)
+    rc = ec2_image_attribute(ctx, ami, "uefiData", uefi, e);
+  if (rc == 0 && *uefi && !force) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s.uefi-data", dst);
+    if (access(path, F_OK) == 0)
+      rc = error_set(e, ERR_EXISTS, "%s: already exists (--force replaces it)", path);
+  }
   return rc;
 }
 
@@ -197,9 +255,13 @@ int cmd_export(int argc, char **argv)
     rc = cli_fail(&e);
     goto out;
   }
+  char *uefi = NULL;
   int r = ec2_image_volumes(&ctx, what, &im, &e);
+  if (r == 0)
+    r = export_image_extras(&ctx, what, dst, force, &uefi, &e);
   aws_ctx_free(&ctx);
   if (r < 0) {
+    free(uefi);
     rc = cli_fail(&e);
     goto out;
   }
@@ -216,6 +278,7 @@ int cmd_export(int argc, char **argv)
     else
       snprintf(name, sizeof name, "%s", dst);
     if (export_one(&ea, v->snapshot_id, name, &e) < 0) {
+      free(uefi);
       rc = cli_fail(&e);
       goto out;
     }
@@ -225,8 +288,18 @@ int cmd_export(int argc, char **argv)
     for (size_t i = 0; i < im.nvolumes; i++)
       snprintf(e.msg + strlen(e.msg), sizeof e.msg - strlen(e.msg), " %s", im.volumes[i].device);
     snprintf(e.msg + strlen(e.msg), sizeof e.msg - strlen(e.msg), ")");
+    free(uefi);
     rc = cli_fail(&e);
     goto out;
+  }
+  if (uefi) {
+    r = export_uefi_data(dst, uefi, &e);
+    free(uefi);
+    if (r < 0) {
+      rc = cli_fail(&e);
+      goto out;
+    }
+    fprintf(stderr, "amiport: export: %s's UEFI variables -> %s.uefi-data\n", what, dst);
   }
   rc = EXIT_OK;
 out:

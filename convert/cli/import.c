@@ -5,6 +5,8 @@
 #include "import.h"
 #include "inspect.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -28,7 +30,8 @@
   { "root-device", required_argument, NULL, 0x209 },       \
   { "tag", required_argument, NULL, 0x20a },               \
   { "keep-volumes", no_argument, NULL, 0x20b },            \
-  { "output", required_argument, NULL, 0x20c }
+  { "output", required_argument, NULL, 0x20c },           \
+  { "uefi-data", required_argument, NULL, 0x20d }
 #define REGISTER_HELP                                                                     \
   "      --name NAME           the AMI's name (required unless --no-register)\n"          \
   "      --description TEXT    the AMI's (and snapshot's) description\n"                  \
@@ -43,15 +46,70 @@
   "      --root-device DEV     root device name (default /dev/xvda)\n"                    \
   "      --tag KEY=VALUE       a tag on the snapshot and the image (repeatable)\n"        \
   "      --keep-volumes        volumes outlive their instances (DeleteOnTermination=false)\n" \
-  "      --output FMT          human (default) or json\n"
+  "      --output FMT          human (default) or json\n"                                 \
+  "      --uefi-data FILE      the AMI's UEFI variables: FILE holds the base64 text\n"     \
+  "                            RegisterImage takes as UefiData (as python-uefivars\n"     \
+  "                            writes it, or 'amiport export' of an AMI; at most 64000\n"  \
+  "                            characters); needs a uefi or uefi-preferred boot mode\n"
 
 struct reg_args {
   struct ec2_register r;
   int ena; /* -1: derive */
   struct aws_tag tags[MAX_TAGS];
   char *tagbuf[MAX_TAGS];
+  char *uefi_buf;
   enum output out;
 };
+
+/* Reads FILE for --uefi-data: base64 text of at most EC2_UEFI_DATA_MAX
+ * characters, trailing white space dropped. */
+static int read_uefi_data(const char *cmd, const char *path, struct reg_args *ra)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return cli_usage(cmd, "--uefi-data %s: %s", path, strerror(errno)), -1;
+  size_t cap = EC2_UEFI_DATA_MAX + 4096;
+  char *buf = malloc(cap + 1);
+  size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+  bool err = ferror(f);
+  fclose(f);
+  if (!buf)
+    return cli_usage(cmd, "out of memory"), -1;
+  free(ra->uefi_buf);
+  ra->uefi_buf = buf;
+  if (err)
+    return cli_usage(cmd, "--uefi-data %s: read error", path), -1;
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    n--;
+  if (n > EC2_UEFI_DATA_MAX)
+    return cli_usage(cmd, "--uefi-data %s: more than %d characters (RegisterImage's limit)", path,
+                     EC2_UEFI_DATA_MAX), -1;
+  if (n == 0)
+    return cli_usage(cmd, "--uefi-data %s: the file is empty", path), -1;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)buf[i];
+    bool pad = ch == '=' && i + 2 >= n && (i + 1 == n || buf[i + 1] == '=');
+    if (!(isalnum(ch) || ch == '+' || ch == '/' || pad))
+      return cli_usage(cmd, "--uefi-data %s: byte %zu is 0x%02x, not base64 (the file must hold "
+                            "the base64 text of the UEFI variable store)", path, i, ch), -1;
+  }
+  if (n % 4)
+    return cli_usage(cmd, "--uefi-data %s: %zu characters of base64 is not a multiple of 4", path,
+                     n), -1;
+  buf[n] = 0;
+  ra->r.uefi_data = buf;
+  return 0;
+}
+
+/* --uefi-data with a boot mode that cannot use it: a usage error. */
+static int check_uefi_boot_mode(const char *cmd, const struct reg_args *ra)
+{
+  const char *m = ra->r.boot_mode;
+  if (ra->r.uefi_data && (!m || strcmp(m, "legacy-bios") == 0))
+    return cli_usage(cmd, "--uefi-data needs a uefi or uefi-preferred boot mode (%s); pass "
+                          "--boot-mode", m ? "the boot mode is legacy-bios" : "none is given");
+  return 0;
+}
 
 static bool one_of(const char *v, const char *const *set)
 {
@@ -116,6 +174,7 @@ static int reg_option(const char *cmd, int c, const char *arg, struct reg_args *
   }
   case 0x20b: ra->r.keep_volumes = true; return 1;
   case 0x20c: return cli_parse_output(cmd, arg, &ra->out) ? -1 : 1;
+  case 0x20d: return read_uefi_data(cmd, arg, ra) < 0 ? -1 : 1;
   default: return 0;
   }
 }
@@ -124,6 +183,7 @@ static void reg_free(struct reg_args *ra)
 {
   for (size_t i = 0; i < ra->r.ntags; i++)
     free(ra->tagbuf[i]);
+  free(ra->uefi_buf);
 }
 
 static void print_json(json_object *j)
@@ -341,6 +401,10 @@ int cmd_import(int argc, char **argv)
     rc = cli_fail(&e);
     goto close;
   }
+  if (check_uefi_boot_mode("import", &ra)) {
+    rc = EXIT_USAGE;
+    goto close;
+  }
   ra.r.ena = ra.ena > 0;
   io.description = ra.r.description;
   io.tags = ra.r.tags;
@@ -360,6 +424,7 @@ int cmd_import(int argc, char **argv)
     json_object_object_add(j, "boot_mode", ra.r.boot_mode ? json_object_new_string(ra.r.boot_mode) : NULL);
     json_object_object_add(j, "ena_support", json_object_new_boolean(ra.r.ena));
     json_object_object_add(j, "root_device_name", json_object_new_string(ra.r.root_device));
+    json_object_object_add(j, "uefi_data", json_object_new_boolean(ra.r.uefi_data != NULL));
     json_object_object_add(j, "register", json_object_new_boolean(!io.no_register));
     if (ra.out == OUTPUT_JSON)
       print_json(j);
@@ -551,6 +616,8 @@ int cmd_register(int argc, char **argv)
     cli_usage("register", "--name is required");
     goto out;
   }
+  if (check_uefi_boot_mode("register", &ra))
+    goto out;
   ra.r.ena = ra.ena > 0;
   struct error e = { 0 };
   struct aws_ctx ctx;

@@ -5,11 +5,22 @@
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char help[] =
-  "Usage: amiport info " IMAGE_USAGE " [--output=human|json] IMAGE\n\n"
+  "Usage: amiport info " IMAGE_USAGE " [--output=human|json] IMAGE\n"
+  "       amiport info [--region R] [--profile P] [--endpoint-url URL] [--output=human|json]\n"
+  "                    ami-...|snap-...\n\n"
   "Shows the image's format, virtual size, size on disk, cluster size, how much of it\n"
   "is data, zeros and unallocated, and the format's features.\n\n"
+  "For an AMI (ami-...) it shows instead what EC2 holds for it: state, root device\n"
+  "and its type (ebs or instance-store), architecture, virtualization type, boot\n"
+  "mode, ENA, SR-IOV, TPM and IMDS support, whether it has UEFI variables, the\n"
+  "bundle's location (instance-store), platform details, usage operation, billing\n"
+  "products, product codes and every block device mapping; for a snapshot\n"
+  "(snap-..., ebs:snap-...): state, volume size, encryption, block size, the blocks\n"
+  "that hold data (ListSnapshotBlocks) and the AMIs that map it. In JSON every key is\n"
+  "always present, null where the service says nothing.\n\n"
   IMAGE_HELP
          BUNDLE_SOURCE_HELP
   "      --output FORMAT       human (default) or json\n"
@@ -55,6 +66,11 @@ int cmd_info(int argc, char **argv)
   }
   if (optind + 1 != argc)
     return cli_usage("info", "expects one IMAGE");
+  const char *id = argv[optind];
+  if (strncmp(id, "ebs:", 4) == 0 && strncmp(id + 4, "snap-", 5) == 0)
+    id += 4;
+  if ((strncmp(id, "ami-", 4) == 0 || strncmp(id, "snap-", 5) == 0) && !strchr(id, '/'))
+    return cli_info_aws(id, &ia.aws, out);
   struct error e = { 0 };
   struct img *im = cli_open_image(argv[optind], &ia, &e);
   if (!im)

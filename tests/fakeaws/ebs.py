@@ -394,6 +394,8 @@ def list_snapshot_blocks(store, req):
     snap = _snapshot(store, req.params["snapshotId"])
     _must_be_completed(store, snap)
     max_results, start = _paging(req, "blocks", [snap.id])
+    if store.page_size:  # a service may answer fewer than maxResults a page
+        max_results = min(max_results, store.page_size)
     with store.lock:
         eff = snap.effective()
         keys = sorted(eff)

@@ -1,13 +1,15 @@
 """A few calls of the EC2 Query API (form-encoded requests, XML answers),
 with the member names of botocore's ec2/2016-11-15/service-2.json:
-DescribeSnapshots, RegisterImage, DescribeImages, CreateTags,
-DeregisterImage, DeleteSnapshot.
+DescribeSnapshots, RegisterImage, DescribeImages, DescribeImageAttribute,
+CreateTags, DeregisterImage, DeleteSnapshot.
 
 Each action takes (store, params) where params is the parameter tree of the
 request ("BlockDeviceMapping.1.Ebs.SnapshotId" -> nested dicts) and returns
 the inner XML of the answer, or raises Ec2Error.
 """
 
+import base64
+import binascii
 import fnmatch
 import re
 import time
@@ -37,6 +39,9 @@ _AMI_RE = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
 _AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _DEVICE_RE = re.compile(r"^(/dev/)?[a-z][a-z0-9]*$")
 # BUCKET/KEY.manifest.xml: where an instance-store image's bundle manifest is in S3
+_BILLING_PRODUCT_RE = re.compile(r"^bp-[0-9a-f]{8}$")
+_PRODUCT_CODE_RE = re.compile(r"^[A-Za-z0-9]{1,25}$")
+UEFI_DATA_MAX = 64000   # RegisterImage UefiData: botocore's StringType max
 _IMAGE_LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{2,254}/(?:[^/\s]+/)*[^/\s]+\.manifest\.xml$")
 
 
@@ -195,7 +200,8 @@ def _match_filters(filters, fields, tags, what):
             got = [t["Key"] for t in tags or []]
         elif name in fields:
             v = fields[name]
-            got = [] if v is None else ["true" if v is True else "false" if v is False else str(v)]
+            vs = v if isinstance(v, list) else [] if v is None else [v]
+            got = ["true" if x is True else "false" if x is False else str(x) for x in vs]
         else:
             raise Ec2Error("InvalidParameterValue", "The filter '%s' is invalid for %s" % (name, what))
         if not any(fnmatch.fnmatchcase(g, pat) for g in got for pat in values):
@@ -281,6 +287,7 @@ ALLOWED = {
     },
     "DescribeImages": {"ExecutableBy[]": None, "Filter[]": FILTER, "ImageId[]": None, "Owner[]": None,
                        "IncludeDeprecated": None, "DryRun": None, "MaxResults": None, "NextToken": None},
+    "DescribeImageAttribute": {"ImageId": None, "Attribute": None, "DryRun": None},
     "CreateTags": {"ResourceId[]": None, "Tag[]": TAG, "DryRun": None},
     "DeregisterImage": {"ImageId": None, "DryRun": None},
     "DeleteSnapshot": {"SnapshotId": None, "DryRun": None},
@@ -363,8 +370,21 @@ def register_image(store, p):
         raise Ec2Error("InvalidParameterCombination", "The boot mode legacy-bios is not supported for arm64 images")
     if tpm and boot not in ("uefi", "uefi-preferred"):
         raise Ec2Error("InvalidParameterCombination", "NitroTPM (TpmSupport v2.0) requires the uefi boot mode")
-    if p.get("UefiData") is not None and boot not in ("uefi", "uefi-preferred"):
-        raise Ec2Error("InvalidParameterCombination", "UefiData requires the uefi boot mode")
+    uefi = p.get("UefiData")
+    if uefi is not None:
+        if boot not in ("uefi", "uefi-preferred"):
+            raise Ec2Error("InvalidParameterCombination", "UefiData requires the uefi boot mode")
+        if len(uefi) > UEFI_DATA_MAX:
+            raise Ec2Error("InvalidParameterValue", "UefiData is %d characters long; at most %d are allowed"
+                           % (len(uefi), UEFI_DATA_MAX))
+        try:
+            base64.b64decode(uefi.encode(), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise Ec2Error("InvalidParameterValue", "UefiData is not base64")
+    billing = _list(p.get("BillingProduct"), "BillingProduct")
+    for bp in billing:
+        if not isinstance(bp, str) or not _BILLING_PRODUCT_RE.match(bp):
+            raise Ec2Error("InvalidParameterValue", "Invalid billing product code %r (expecting bp-xxxxxxxx)" % (bp,))
     location = p.get("ImageLocation")
     root = p.get("RootDeviceName")
     if location is not None and not _IMAGE_LOCATION_RE.match(location):
@@ -487,6 +507,8 @@ def register_image(store, p):
             "ImageLocation": location or "%s/%s" % (ACCOUNT, name), "BlockDeviceMappings": mappings,
             "KernelId": p.get("KernelId"), "RamdiskId": p.get("RamdiskId"),
             "CreationDate": _iso(time.time()), "State": "available", "Tags": [],
+            "UefiData": uefi or None, "BillingProducts": billing, "ProductCodes": [],
+            "Platform": None, "PlatformDetails": "Linux/UNIX", "UsageOperation": "RunInstances",
         }
         for rt, tags in tag_specs:
             if rt == "image":
@@ -526,7 +548,12 @@ def describe_images(store, p):
                       "architecture": img["Architecture"], "owner-id": ACCOUNT,
                       "root-device-type": img["RootDeviceType"], "description": img.get("Description"),
                       "virtualization-type": img["VirtualizationType"], "boot-mode": img.get("BootMode"),
-                      "image-type": "machine", "is-public": False}
+                      "image-type": "machine", "is-public": False, "platform": img.get("Platform"),
+                      "block-device-mapping.snapshot-id":
+                          [m["Ebs"]["SnapshotId"] for m in img["BlockDeviceMappings"]
+                           if m.get("Ebs", {}).get("SnapshotId")],
+                      "block-device-mapping.device-name": [m["DeviceName"] for m in img["BlockDeviceMappings"]],
+                      "product-code": [c["ProductCodeId"] for c in img.get("ProductCodes") or []]}
             if not _match_filters(filters, fields, img.get("Tags"), "DescribeImages"):
                 continue
             i = 12
@@ -536,7 +563,17 @@ def describe_images(store, p):
             s += _x("creationDate", img["CreationDate"], i) + _x("isPublic", False, i)
             s += _x("architecture", img["Architecture"], i) + _x("imageType", "machine", i)
             s += _x("kernelId", img.get("KernelId"), i) + _x("ramdiskId", img.get("RamdiskId"), i)
-            s += _x("platformDetails", "Linux/UNIX", i) + _x("usageOperation", "RunInstances", i)
+            s += _x("platform", img.get("Platform"), i)
+            s += _x("platformDetails", img.get("PlatformDetails", "Linux/UNIX"), i)
+            s += _x("usageOperation", img.get("UsageOperation", "RunInstances"), i)
+            s += _product_codes(img.get("ProductCodes"), i)
+            # not in EC2's Image shape (see the README): the billing products
+            # RegisterImage was given, for clients that test them
+            if img.get("BillingProducts"):
+                s += " " * i + "<billingProducts>\n"
+                for bp in img["BillingProducts"]:
+                    s += _x("item", bp, i + 2)
+                s += " " * i + "</billingProducts>\n"
             s += _x("name", img["Name"], i) + _x("description", img.get("Description"), i)
             s += _x("rootDeviceType", img["RootDeviceType"], i) + _x("rootDeviceName", img.get("RootDeviceName"), i)
             s += " " * i + "<blockDeviceMapping>\n"
@@ -563,6 +600,97 @@ def describe_images(store, p):
             s += "        </item>\n"
             out += s
     return "    <imagesSet>\n" + out + "    </imagesSet>\n"
+
+
+def _product_codes(codes, ind):
+    if not codes:
+        return ""
+    s = " " * ind + "<productCodes>\n"
+    for c in codes:
+        s += " " * (ind + 2) + "<item>\n" + _x("productCode", c["ProductCodeId"], ind + 4) \
+            + _x("type", c.get("ProductCodeType", "marketplace"), ind + 4) + " " * (ind + 2) + "</item>\n"
+    return s + " " * ind + "</productCodes>\n"
+
+
+IMAGE_ATTRIBUTES = ["description", "kernel", "ramdisk", "launchPermission", "productCodes",
+                    "blockDeviceMapping", "sriovNetSupport", "bootMode", "tpmSupport", "uefiData",
+                    "lastLaunchedTime", "imdsSupport"]
+
+
+def describe_image_attribute(store, p):
+    _dry_run(p, "DescribeImageAttribute")
+    iid = p.get("ImageId")
+    if not iid:
+        raise Ec2Error("MissingParameter", "The request must contain the parameter ImageId")
+    attr = p.get("Attribute")
+    if not attr:
+        raise Ec2Error("MissingParameter", "The request must contain the parameter Attribute")
+    _enum(attr, "Attribute", IMAGE_ATTRIBUTES)
+    if attr == "blockDeviceMapping":
+        # as the API reference says: this attribute is refused; DescribeImages has the mappings
+        raise Ec2Error("AuthFailure", "Unauthorized attempt to access restricted resource")
+    with store.lock:
+        img = _image(store, iid)
+        out = _x("imageId", iid, 4)
+        value = {"description": img.get("Description"), "kernel": img.get("KernelId"),
+                 "ramdisk": img.get("RamdiskId"), "sriovNetSupport": img.get("SriovNetSupport"),
+                 "bootMode": img.get("BootMode"), "tpmSupport": img.get("TpmSupport"),
+                 "uefiData": img.get("UefiData"), "imdsSupport": img.get("ImdsSupport"),
+                 "lastLaunchedTime": None}
+        if attr == "productCodes":
+            out += _product_codes(img.get("ProductCodes"), 4) or "    <productCodes/>\n"
+        elif attr == "launchPermission":
+            out += "    <launchPermission/>\n"
+        elif value.get(attr) is not None:
+            out += "    <%s>\n%s    </%s>\n" % (attr, _x("value", value[attr], 6), attr)
+        else:
+            out += "    <%s/>\n" % attr
+    return out
+
+
+PLATFORMS = {"windows": ("Windows", "RunInstances:0002")}
+
+
+def set_billing(store, iid, body):
+    """Control API (emulator only): sets what the real service derives from
+    billing codes, as an AMI from AWS Marketplace or a Windows AMI has them.
+    body: {"Platform": "windows"|null, "PlatformDetails", "UsageOperation",
+    "ProductCodes": [{"ProductCodeId", "ProductCodeType"}]}; returns the image's
+    new values, or raises ValueError."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    unknown = set(body) - {"Platform", "PlatformDetails", "UsageOperation", "ProductCodes"}
+    if unknown:
+        raise ValueError("unknown keys %s" % sorted(unknown))
+    with store.lock:
+        img = store.images.get(iid)
+        if img is None:
+            raise KeyError(iid)
+        if "Platform" in body:
+            plat = body["Platform"]
+            if plat not in (None, "windows"):
+                raise ValueError("Platform must be windows or null")
+            img["Platform"] = plat
+            details, op = PLATFORMS.get(plat, ("Linux/UNIX", "RunInstances"))
+            img["PlatformDetails"], img["UsageOperation"] = details, op
+        for k in ("PlatformDetails", "UsageOperation"):
+            if k in body:
+                if not isinstance(body[k], str) or not body[k]:
+                    raise ValueError("%s must be a non-empty string" % k)
+                img[k] = body[k]
+        if "ProductCodes" in body:
+            codes = []
+            for c in body["ProductCodes"] or []:
+                if not isinstance(c, dict) or not _PRODUCT_CODE_RE.match(str(c.get("ProductCodeId", ""))) \
+                        or c.get("ProductCodeType", "marketplace") not in ("marketplace", "devpay"):
+                    raise ValueError("each product code is {ProductCodeId: 1-25 letters and digits, "
+                                     "ProductCodeType: marketplace|devpay}")
+                codes.append({"ProductCodeId": c["ProductCodeId"],
+                              "ProductCodeType": c.get("ProductCodeType", "marketplace")})
+            img["ProductCodes"] = codes
+        store.save_images()
+        return {k: img.get(k) for k in ("ImageId", "Platform", "PlatformDetails", "UsageOperation",
+                                        "ProductCodes", "BillingProducts")}
 
 
 def create_tags(store, p):
@@ -625,6 +753,7 @@ ACTIONS = {
     "DescribeSnapshots": describe_snapshots,
     "RegisterImage": register_image,
     "DescribeImages": describe_images,
+    "DescribeImageAttribute": describe_image_attribute,
     "CreateTags": create_tags,
     "DeregisterImage": deregister_image,
     "DeleteSnapshot": delete_snapshot,

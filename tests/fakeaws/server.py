@@ -4,14 +4,15 @@ Query API calls, for testing clients without an AWS account.
 
   server.py --port PORT --state DIR [--access-key AK] [--secret-key SK]
             [--region us-east-1] [--faults JSON] [--complete-delay SECONDS]
-            [--minute-seconds S] [--token-lifetime S] [--expired-token TOKEN] [--log FILE]
+            [--minute-seconds S] [--token-lifetime S] [--expired-token TOKEN]
+            [--page-size N] [--log FILE]
 
 Listens on 127.0.0.1 (HTTP/1.1, keep-alive). When listening it prints one
 line "ready PORT" on stdout. Every request must carry a valid SigV4
 signature; the credential scope's service ("ebs" or "ec2") tells which API a
 request is for. State lives in DIR and survives restarts. Paths under
 /_fakeaws/ are an unsigned control API (fault rules, statistics, forcing
-a snapshot to expire). See README.md.
+a snapshot to expire, an image's billing codes). See README.md.
 """
 
 import argparse
@@ -393,6 +394,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return reply(409, {"error": "%s is %s, not pending" % (s.id, s.status())})
                 s.fail("Snapshot timed out (forced by the control API)")
                 return reply(200, {"SnapshotId": s.id, "Status": "error"})
+        elif len(parts) == 4 and parts[:2] == ["_fakeaws", "images"] and parts[3] == "billing" \
+                and self.command == "POST":
+            try:
+                return reply(200, ec2.set_billing(srv.store, parts[2], json.loads(body.decode() or "{}")))
+            except KeyError:
+                return reply(404, {"error": "no image %s" % parts[2]})
+            except (ValueError, UnicodeDecodeError) as e:
+                return reply(400, {"error": str(e)})
         return reply(404, {"error": "unknown control request %s %s" % (self.command, path)})
 
 
@@ -436,6 +445,8 @@ def main():
                     help="seconds a block token stays valid (ExpiryTime in the listings)")
     ap.add_argument("--expired-token", default=None,
                     help="a session token that is answered with the expired-token error")
+    ap.add_argument("--page-size", type=int, default=0,
+                    help="ListSnapshotBlocks pages hold at most N blocks, whatever maxResults asks")
     ap.add_argument("--log", default=None, help="append the request log to FILE instead of stderr")
     args = ap.parse_args()
 
@@ -451,7 +462,8 @@ def main():
 
     os.makedirs(args.state, exist_ok=True)
     store = Store(args.state, region=args.region, minute_seconds=args.minute_seconds,
-                  complete_delay=args.complete_delay, token_lifetime=args.token_lifetime)
+                  complete_delay=args.complete_delay, token_lifetime=args.token_lifetime,
+                  page_size=args.page_size)
     verifier = Verifier({args.access_key: args.secret_key}, args.region, args.expired_token)
     logf = open(args.log, "a") if args.log else sys.stderr
     srv = Server(("127.0.0.1", args.port), store, verifier, faults, logf)

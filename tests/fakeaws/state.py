@@ -162,8 +162,9 @@ class Snapshot:
 
 class Store:
     def __init__(self, root, region="us-east-1", minute_seconds=60.0, complete_delay=0.0,
-                 token_lifetime=7 * 24 * 3600.0):
+                 token_lifetime=7 * 24 * 3600.0, page_size=0):
         self.root = root
+        self.page_size = page_size
         self.region = region
         self.minute_seconds = minute_seconds
         self.complete_delay = complete_delay

@@ -1,6 +1,7 @@
 /* fuzz_aws_answers.c - libFuzzer harness: the answers AWS sends, as amiport
  * reads them. The first byte picks the shape: EC2 (XML: errors,
- * DescribeSnapshots, DescribeImages, RegisterImage), EBS (an x-amzn-ErrorType
+ * DescribeSnapshots, DescribeImages, DescribeImageAttribute, RegisterImage,
+ * each parsed as every one of them), EBS (an x-amzn-ErrorType
  * line, then a JSON body: errors and StartSnapshot), or ListSnapshotBlocks
  * pages (the rest split at the first newline into two pages, read in turn). */
 #include "ec2.h"
@@ -47,6 +48,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                          "snapshotId", "Code", "Message" };
     for (size_t i = 0; doc && i < sizeof names / sizeof *names; i++)
       free(ec2_text(doc, names[i]));
+    if (doc) {
+      static struct ec2_image_info im;
+      char lost[1024], *value = NULL, ids[EC2_MAX_IMAGES][EBS_ID_MAX];
+      struct ec2_snapshot_info si;
+      size_t n;
+      if (ec2_parse_image(doc, "ami-fuzz", &im, &e) == 0)
+        ec2_billing_lost(&im, lost, sizeof lost);
+      ec2_parse_image_attribute(doc, "uefiData", &value, &e);
+      free(value);
+      ec2_parse_snapshot(doc, "snap-fuzz", &si, &e);
+      ec2_parse_image_ids(doc, ids, &n);
+    }
     ec2_free(doc);
   }
   free(body);
