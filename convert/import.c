@@ -10,6 +10,7 @@
  * then killed; all zeros means not acknowledged. The same digests give
  * CompleteSnapshot its LINEAR checksum without reading the image again.
  * Running the same command again resumes, or reports the finished result. */
+#include "bundle.h"
 #include "import.h"
 
 #include <errno.h>
@@ -74,7 +75,10 @@ static void state_key(struct img *src, struct aws_ctx *ctx, const struct import_
   if (!realpath(src->path, real))
     snprintf(real, sizeof real, "%s", src->path);
   stat(real, &st);
-  int n = snprintf(buf, sizeof buf, "%s|%llu|%llu|%llu|%lld.%09ld|%s|%s|%d|%d|%s", real,
+  /* a bundle at the same place may be another bundle: its digest tells */
+  const struct manifest *m = bundle_image_manifest(src);
+  int n = snprintf(buf, sizeof buf, "%s|%s|%llu|%llu|%llu|%lld.%09ld|%s|%s|%d|%d|%s", real,
+                   m ? m->digest : "",
                    (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
                    (unsigned long long)src->size, (long long)st.st_mtim.tv_sec,
                    st.st_mtim.tv_nsec, ctx->endpoint[AWS_EBS], ctx->region, (int)o->sparse,
@@ -287,10 +291,15 @@ int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts 
     rc = 0;
     goto out;
   }
-  struct ec2_disk disk = { .device = o->reg.root_device, .snapshot_id = s.snapshot };
+  /* the root, then what o->reg maps besides it (instance-store volumes) */
+  struct ec2_disk disks[1 + IMPORT_MAX_EXTRA] = {
+    { .device = o->reg.root_device, .snapshot_id = s.snapshot } };
   struct ec2_register reg = o->reg;
-  reg.disks = &disk;
-  reg.ndisks = 1;
+  size_t n = 1;
+  for (size_t i = 0; i < o->reg.ndisks && n < 1 + IMPORT_MAX_EXTRA; i++)
+    disks[n++] = o->reg.disks[i];
+  reg.disks = disks;
+  reg.ndisks = n;
   if (ec2_register_image(ctx, &reg, s.image, e) < 0)
     goto out;
   snprintf(r->image_id, sizeof r->image_id, "%s", s.image);

@@ -14,6 +14,8 @@ enum import_event {
   IMPORT_LOST,    /* the interrupted run's snapshot is gone; a new one follows */
 };
 
+#define IMPORT_MAX_EXTRA 24
+
 struct import_opts {
   const char *description;
   const struct aws_tag *tags; /* on the snapshot (and, through reg, the image) */
@@ -28,7 +30,8 @@ struct import_opts {
   bool no_register;
   bool resume_only;           /* fail unless an interrupted import exists */
   unsigned wait_timeout_s;    /* 0: wait as long as it takes */
-  struct ec2_register reg;    /* everything but the disks */
+  struct ec2_register reg;    /* everything but the root disk; its disks, if any, are
+                                 mapped too (at most IMPORT_MAX_EXTRA) */
   const volatile sig_atomic_t *cancel;
   void (*on_event)(void *arg, enum import_event ev, const char *snapshot_id);
   void *event_arg;

@@ -22,7 +22,8 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/key.pem" -out "$T/cert.pem
   -subj /CN=amiport-test >/dev/null 2>&1 || fail "openssl cannot make a key pair"
 mkdir -p "$T/b"
 amiport_ok bundle --privatekey "$T/key.pem" --cert "$T/cert.pem" --ec2cert "$T/cert.pem" \
-  --user 123456789012 --prefix disk.img --part-size 1 -d "$T/b" "$src"
+  --user 123456789012 --prefix disk.img --part-size 1 -d "$T/b" \
+  --block-device-mapping ami=sda1,root=/dev/sda1,ephemeral0=sdb "$src"
 M=$T/b/disk.img.manifest.xml
 nparts=$(ls "$T/b"/disk.img.part.* | wc -l)
 [ "$nparts" -ge 3 ] || fail "expected several 1 MiB parts, got $nparts"
@@ -95,7 +96,50 @@ im = json.load(open(sys.argv[1]))["Images"][0]
 assert im["RootDeviceType"] == "ebs", im
 assert im["Architecture"] == "x86_64", im
 assert any(m.get("Ebs", {}).get("SnapshotId") == sys.argv[2] for m in im["BlockDeviceMappings"]), im
+assert {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"} in im["BlockDeviceMappings"], im
 PY
+
+# an import from S3 killed halfway resumes: the rerun reads the stream again
+# but sends only the blocks the snapshot does not hold yet
+amiport_ok upload-bundle --bucket "$BUCKET/resume" --manifest "$M"
+RURL=s3://$BUCKET/resume/disk.img.manifest.xml
+nblocks=$(((size + 524287) / 524288))
+fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
+"$AMIPORT" import --output=json -j 4 --privatekey "$T/key.pem" --name resumed "$RURL" \
+  >"$T/killed.out" 2>"$T/killed.err" &
+pid=$!
+snap=
+for _ in $(seq 300); do
+  snap=$(grep -o 'snap-[0-9a-f]*' "$T/killed.err" | head -1)
+  if [ -n "$snap" ]; then
+    held=$(fakeaws_ctl GET stats | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["snapshots"].get(sys.argv[1], {}).get("blocks", 0))' "$snap")
+    [ "$held" -ge $((nblocks / 3)) ] && break
+  fi
+  sleep 0.1
+done
+kill -9 "$pid"
+wait "$pid" 2>/dev/null
+[ -n "$snap" ] || fail "the killed import never printed its snapshot id"
+fakeaws_ctl POST faults '[]' >/dev/null
+amiport_ok import --output=json -j 4 --privatekey "$T/key.pem" --name resumed "$RURL"
+[ "$(json_get "$T/stdout" snapshot_id)" = "$snap" ] || fail "the rerun did not resume $snap"
+before=$(json_get "$T/stdout" blocks_before)
+[ "$before" -ge $((nblocks / 3)) ] || fail "resume kept $before blocks, expected at least $((nblocks / 3))"
+/usr/bin/python3 "$SRCDIR/tests/ebs_readback.py" "$FAKEAWS_URL" "$snap" "$T/resumed.raw" "$size" \
+  >/dev/null 2>"$T/rb.err" || { cat "$T/rb.err" >&2; fail "reading back $snap failed"; }
+cmp "$src" "$T/resumed.raw" || fail "the resumed import from S3 differs from the fixture"
+
+# an instance-store AMI registered from that manifest converts in one command
+amiport_ok register --image-location "$BUCKET/images/disk.img.manifest.xml" --name store
+STORE=$(grep -o 'ami-[0-9a-f]*' "$T/stdout" | head -n1)
+[[ $STORE == ami-* ]] || fail "register printed no image id: $(cat "$T/stdout")"
+amiport_ok import --output=json -j 8 --privatekey "$T/key.pem" --name from-store "$STORE"
+AMI2=$(json_get "$T/stdout" image_id)
+awsx ec2 describe-images --image-ids "$AMI2" --query 'Images[0].RootDeviceType' --output text >"$T/rdt" ||
+  fail "aws ec2 describe-images $AMI2 failed"
+[ "$(cat "$T/rdt")" = ebs ] || fail "import $STORE did not give an EBS-backed AMI: $(cat "$T/rdt")"
+expect_rc 1 import --privatekey "$T/key.pem" --name again "$AMI"
+stderr_has "EBS-backed already"
 
 # a part changed in S3: the import fails, naming it; its snapshot is deleted
 amiport_ok upload-bundle --bucket "$BUCKET/damaged" --manifest "$M"

@@ -198,6 +198,10 @@ int ec2_register_image(struct aws_ctx *ctx, const struct ec2_register *r, char a
   for (size_t i = 0; i < r->ndisks; i++) {
     char v[32];
     ec2_paramf(&p, r->disks[i].device, "BlockDeviceMapping.%zu.DeviceName", i + 1);
+    if (r->disks[i].virtual_name) {
+      ec2_paramf(&p, r->disks[i].virtual_name, "BlockDeviceMapping.%zu.VirtualName", i + 1);
+      continue;
+    }
     ec2_paramf(&p, r->disks[i].snapshot_id, "BlockDeviceMapping.%zu.Ebs.SnapshotId", i + 1);
     ec2_paramf(&p, r->volume_type ? r->volume_type : "gp3",
                "BlockDeviceMapping.%zu.Ebs.VolumeType", i + 1);

@@ -39,6 +39,7 @@ int ec2_wait(struct aws_ctx *ctx, const char *id, unsigned timeout_s, bool progr
 
 struct ec2_disk {
   const char *device;      /* /dev/xvda */
+  const char *virtual_name; /* an instance-store volume (ephemeral0): no snapshot */
   const char *snapshot_id;
   uint64_t volume_gib;     /* 0: the snapshot's size */
 };

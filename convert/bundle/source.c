@@ -19,11 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <zlib.h>
 
 #define BS_MSG (1u << 20) /* bytes the decoder hands on at once */
-#define BS_QUEUE 6
+#define BS_QUEUE 4
 #define BS_MAX_PART ((uint64_t)BUNDLE_MAX_PART_MIB << 20) /* a part is checked whole in memory */
 #define BS_MAX_JOBS 16
 #define BS_FEED 512       /* header bytes fed at a time, so no data is passed by */
@@ -215,6 +217,20 @@ static int bs_inflate(struct bs *s, struct bs_inflate *d, uint8_t *in, size_t le
   return 0;
 }
 
+/* Gives the pages of part[0, done) back to the system: a part is held
+ * whole only until it is decoded, so at most the parts fetched ahead are
+ * resident, not the one being decoded too. */
+static void bs_release(uint8_t *part, size_t done)
+{
+  static long page;
+  if (!page)
+    page = sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)part + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+  uintptr_t hi = ((uintptr_t)part + done) & ~(uintptr_t)(page - 1);
+  if (hi > lo)
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 static void *bs_decoder(void *arg)
 {
   struct bs *s = arg;
@@ -249,6 +265,7 @@ static void *bs_decoder(void *arg)
         goto out;
       }
       at += n;
+      bs_release(part, at);
     }
     free(part);
   }

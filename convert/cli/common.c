@@ -112,12 +112,28 @@ struct img *cli_open_image(const char *path, const struct image_args *ia, struct
   if (strncmp(path, "ami-", 4) == 0 && !strchr(path, '/')) {
     struct aws_ctx ctx;
     struct ec2_image im;
-    if (aws_ctx_init(&ctx, &ia->aws, e) < 0)
+    struct ec2_image_info *info = malloc(sizeof *info);
+    if (!info) {
+      error_set(e, ERR_NOMEM, "out of memory");
       return NULL;
-    int rc = ec2_image_volumes(&ctx, path, &im, e);
+    }
+    if (aws_ctx_init(&ctx, &ia->aws, e) < 0) {
+      free(info);
+      return NULL;
+    }
+    /* an instance-store AMI is its bundle in S3 */
+    int rc = ec2_describe_image(&ctx, path, info, e);
+    bool store = rc == 0 && strcmp(info->root_device_type, "instance-store") == 0;
+    if (rc == 0 && !store)
+      rc = ec2_image_volumes(&ctx, path, &im, e);
     aws_ctx_free(&ctx);
+    char url[1100];
+    snprintf(url, sizeof url, "s3://%s", store ? info->image_location : "");
+    free(info);
     if (rc < 0)
       return NULL;
+    if (store)
+      return cli_open_bundle(url, ia, e);
     for (size_t i = 0; i < im.nvolumes; i++)
       if (strcmp(im.volumes[i].device, im.root_device) == 0)
         return ebs_open(&ia->aws, im.volumes[i].snapshot_id, ia->open.max_table_bytes, e);

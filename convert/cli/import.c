@@ -193,11 +193,18 @@ static void print_json(json_object *j)
 }
 
 static const char import_help[] =
-  "Usage: amiport import " IMAGE_USAGE " --name NAME [OPTIONS] IMAGE\n\n"
+  "Usage: amiport import " IMAGE_USAGE " --name NAME [OPTIONS] IMAGE\n"
+  "       amiport import --privatekey KEY --name NAME [OPTIONS] BUNDLE|ami-INSTANCESTORE\n\n"
   "Uploads IMAGE as an EBS snapshot through the EBS direct APIs (every 512 KiB block\n"
   "checksummed, --jobs requests in flight) and registers it as an AMI whose\n"
   "architecture, boot mode and ENA flag are what 'amiport check' reads in the guest.\n"
   "An image check finds not importable is refused unless --force.\n\n"
+  "IMAGE may also be an instance-store bundle (PATH.manifest.xml,\n"
+  "s3://BUCKET/PREFIX.manifest.xml) or an instance-store AMI (ami-...): it becomes\n"
+  "an EBS-backed AMI in one streamed pass, with the manifest's architecture and its\n"
+  "ephemeral volumes mapped as they were (it is not inspected: run 'amiport check'\n"
+  "on it first). A part that does not match its digest fails the import, and the\n"
+  "snapshot is deleted.\n\n"
   "The snapshot id is printed as soon as it exists. An interrupted import (Ctrl-C,\n"
   "a crash, the network) resumes where it stopped when the same command runs again\n"
   "(its state is kept in $XDG_STATE_HOME/amiport); rerunning a finished import\n"
@@ -211,7 +218,8 @@ static const char import_help[] =
   "                            the image never wrote are left out) or zeros (every\n"
   "                            all-zero block is left out: such blocks read back as\n"
   "                            garbage on an encrypted volume)\n"
-  "  -j, --jobs N              requests in flight (default 64)\n"
+  "  -j, --jobs N              requests in flight (default 64; 16 for a bundle, whose\n"
+  "                            parts take memory of their own)\n"
   "      --max-rate N          at most N block requests a second (default 1000, the\n"
   "                            service's per-snapshot rate; 0 = no limit)\n"
   "      --timeout MIN         a pending snapshot with no write for MIN minutes is\n"
@@ -381,22 +389,46 @@ int cmd_import(int argc, char **argv)
   }
   struct error e = { 0 };
   cli_catch_signals();
-  bool bundle = cli_is_bundle(argv[optind]) && !ia.format;
-  struct img *im = bundle ? cli_open_bundle(argv[optind], &ia, &e)
-                          : img_open(argv[optind], ia.format, &ia.open, &e);
+  /* a bundle (local, in S3, or an instance-store AMI's) or a file */
+  const char *path = argv[optind];
+  bool remote = (cli_is_bundle(path) || strncmp(path, "ami-", 4) == 0) && !ia.format;
+  struct img *im = remote ? cli_open_image(path, &ia, &e) : img_open(path, ia.format, &ia.open, &e);
   if (!im) {
     rc = cli_fail(&e);
     goto out;
   }
   rc = EXIT_FAIL;
-  if (bundle) {
+  const struct manifest *m = bundle_image_manifest(im);
+  struct ec2_disk eph[IMPORT_MAX_EXTRA];
+  char ephdev[IMPORT_MAX_EXTRA][80];
+  if (!m && strncmp(path, "ami-", 4) == 0) {
+    fprintf(stderr, "amiport: import: %s is EBS-backed already; import takes image files, "
+                    "bundles and instance-store AMIs ('amiport export' gets its disk)\n", path);
+    goto close;
+  }
+  if (m) {
     /* a stream is read once, by the upload: the manifest says what it holds */
-    const struct manifest *m = bundle_image_manifest(im);
     if (!ra.r.arch)
       ra.r.arch = m->arch && strcmp(m->arch, "i386") == 0 ? "i386" : "x86_64";
     fprintf(stderr, "amiport: import: %s is read once, as a stream, so its guest is not "
                     "inspected here (architecture %s from the manifest); 'amiport check' on it "
                     "tells whether it boots\n", im->path, ra.r.arch);
+    /* its instance-store volumes stay mapped as they were */
+    size_t ne = 0;
+    for (unsigned i = 0; i < m->nmappings && ne < IMPORT_MAX_EXTRA; i++) {
+      const struct bundle_mapping *bm = &m->mappings[i];
+      if (strncmp(bm->virtual_name, "ephemeral", 9) != 0)
+        continue;
+      snprintf(ephdev[ne], sizeof ephdev[ne], "%s%s", bm->device[0] == '/' ? "" : "/dev/",
+               bm->device);
+      eph[ne] = (struct ec2_disk){ .device = ephdev[ne], .virtual_name = bm->virtual_name };
+      ne++;
+    }
+    ra.r.disks = eph;
+    ra.r.ndisks = ne;
+    /* the stream's parts take memory of their own; the decoder is the bound */
+    if (!io.jobs)
+      io.jobs = 16;
   } else if (derive(im, &ra, force, &e) < 0) {
     rc = cli_fail(&e);
     goto close;

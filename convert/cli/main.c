@@ -1,6 +1,7 @@
 /* main.c - the amiport command: dispatches to one file per command. */
 #include "cli.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +37,11 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+  /* Buffers of 256 KiB and more (blocks, chunks, bundle parts) are mapped
+   * and unmapped whole, so a freed one goes back to the system at once;
+   * glibc's default raises this threshold as such buffers are freed, and
+   * the per-thread arenas would then keep them resident. */
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
   if (argc < 2)
     return usage(stderr), EXIT_USAGE;
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S3_BUNDLE_JOBS 3 /* parts fetched at once: bounded memory, enough to hide latency */
+#define S3_BUNDLE_JOBS 2 /* parts fetched ahead: 10 MiB each, enough to hide latency */
 
 bool cli_is_bundle(const char *path)
 {
