@@ -104,23 +104,9 @@ PY
 amiport_ok upload-bundle --bucket "$BUCKET/resume" --manifest "$M"
 RURL=s3://$BUCKET/resume/disk.img.manifest.xml
 nblocks=$(((size + 524287) / 524288))
-fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
-"$AMIPORT" import --output=json -j 4 --privatekey "$T/key.pem" --name resumed "$RURL" \
-  >"$T/killed.out" 2>"$T/killed.err" &
-pid=$!
-snap=
-for _ in $(seq 300); do
-  snap=$(grep -o 'snap-[0-9a-f]*' "$T/killed.err" | head -1)
-  if [ -n "$snap" ]; then
-    held=$(fakeaws_ctl GET stats | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["snapshots"].get(sys.argv[1], {}).get("blocks", 0))' "$snap")
-    [ "$held" -ge $((nblocks / 3)) ] && break
-  fi
-  sleep 0.1
-done
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
-[ -n "$snap" ] || fail "the killed import never printed its snapshot id"
-fakeaws_ctl POST faults '[]' >/dev/null
+kill_import_midway "$nblocks" "$T/killed.err" --output=json -j 4 --privatekey "$T/key.pem" \
+  --name resumed "$RURL"
+snap=$KILLED_SNAP
 amiport_ok import --output=json -j 4 --privatekey "$T/key.pem" --name resumed "$RURL"
 [ "$(json_get "$T/stdout" snapshot_id)" = "$snap" ] || fail "the rerun did not resume $snap"
 before=$(json_get "$T/stdout" blocks_before)

@@ -155,22 +155,8 @@ rm -rf "$XDG_STATE_HOME"/amiport
 
 # --- an import killed halfway resumes and sends only the rest ---
 nblocks=$(((size + 524287) / 524288))
-fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
-"$AMIPORT" import --output=json -j 4 --name resumed "$src" >"$T/killed.out" 2>"$T/killed.err" &
-pid=$!
-snap=
-for _ in $(seq 300); do
-  snap=$(grep -o 'snap-[0-9a-f]*' "$T/killed.err" | head -1)
-  if [ -n "$snap" ]; then
-    held=$(fakeaws_ctl GET stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"].get(sys.argv[1], {}).get("blocks", 0))' "$snap")
-    [ "$held" -ge $((nblocks / 3)) ] && break
-  fi
-  sleep 0.1
-done
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
-[ -n "$snap" ] || fail "the killed import never printed its snapshot id"
-fakeaws_ctl POST faults '[]' >/dev/null
+kill_import_midway "$nblocks" "$T/killed.err" --output=json -j 4 --name resumed "$src"
+snap=$KILLED_SNAP
 import_ok "$src" --name resumed
 [ "$SNAP" = "$snap" ] || fail "the rerun did not resume $snap but used $SNAP"
 [ "$(json_get "$T/imp.json" resumed)" = true ] || fail "the rerun did not say it resumed"

@@ -396,6 +396,30 @@ fakeaws_ctl() {
     fail "fakeaws control $1 $2 failed"
 }
 
+# kill_import_midway NBLOCKS ERRFILE IMPORT_ARGS... - runs amiport import in
+# the background with PutSnapshotBlock slowed down, kills it (-9) once its
+# snapshot holds a third of NBLOCKS, and sets KILLED_SNAP to that snapshot.
+kill_import_midway() {
+  local nblocks=$1 err=$2 pid held
+  shift 2
+  fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
+  "$AMIPORT" import "$@" >/dev/null 2>"$err" &
+  pid=$!
+  KILLED_SNAP=
+  for _ in $(seq 300); do
+    KILLED_SNAP=$(grep -o 'snap-[0-9a-f]*' "$err" | head -1)
+    if [ -n "$KILLED_SNAP" ]; then
+      held=$(fakeaws_ctl GET stats | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["snapshots"].get(sys.argv[1], {}).get("blocks", 0))' "$KILLED_SNAP")
+      [ "$held" -ge $((nblocks / 3)) ] && break
+    fi
+    sleep 0.1
+  done
+  kill -9 "$pid"
+  wait "$pid" 2>/dev/null
+  fakeaws_ctl POST faults '[]' >/dev/null
+  [ -n "$KILLED_SNAP" ] || fail "the killed import never printed its snapshot id"
+}
+
 awsx() {
   /usr/bin/aws --endpoint-url "$FAKEAWS_URL" --region us-east-1 --output json "$@"
 }

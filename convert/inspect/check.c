@@ -28,13 +28,18 @@ void inspect_add_finding(struct inspection *in, const char *code, enum severity 
 {
   if (in->nfindings == INSPECT_MAX_FINDINGS)
     return;
-  struct finding *f = &in->findings[in->nfindings++];
-  f->code = code;
-  f->severity = sev;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(f->message, sizeof f->message, fmt, ap);
+  finding_vset(&in->findings[in->nfindings++], code, sev, fmt, ap);
   va_end(ap);
+}
+
+void finding_vset(struct finding *f, const char *code, enum severity sev, const char *fmt,
+                  va_list ap)
+{
+  f->code = code;
+  f->severity = sev;
+  vsnprintf(f->message, sizeof f->message, fmt, ap);
 }
 
 bool inspect_importable(const struct inspection *in)

@@ -412,12 +412,9 @@ static void fix_note(struct fix_report *r, const char *code, const char *fmt, ..
 {
   if (r->nnotes == INSPECT_MAX_FIX_NOTES)
     return;
-  struct finding *f = &r->notes[r->nnotes++];
-  f->code = code;
-  f->severity = SEV_WARNING;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(f->message, sizeof f->message, fmt, ap);
+  finding_vset(&r->notes[r->nnotes++], code, SEV_WARNING, fmt, ap);
   va_end(ap);
 }
 

@@ -4,6 +4,7 @@
 #ifndef AMIPORT_INSPECT_H
 #define AMIPORT_INSPECT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -119,6 +120,9 @@ int inspect_fix(struct img *im, const struct inspection *in, struct fix_report *
 /* check.c */
 void inspect_add_finding(struct inspection *in, const char *code, enum severity sev,
                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Fills one finding; the message from fmt and ap. */
+void finding_vset(struct finding *f, const char *code, enum severity sev, const char *fmt,
+                  va_list ap) __attribute__((format(printf, 4, 0)));
 void inspect_judge(struct inspection *in); /* adds the findings */
 bool inspect_importable(const struct inspection *in);
 struct json_object *inspect_to_json(const struct inspection *in);
