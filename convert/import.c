@@ -295,6 +295,9 @@ int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts 
   struct ec2_disk disks[1 + IMPORT_MAX_EXTRA] = {
     { .device = o->reg.root_device, .snapshot_id = s.snapshot } };
   struct ec2_register reg = o->reg;
+  if (o->before_register && o->before_register(o->event_arg, s.snapshot, &reg, e) < 0)
+    goto out;
+  disks[0].device = reg.root_device;
   size_t n = 1;
   for (size_t i = 0; i < o->reg.ndisks && n < 1 + IMPORT_MAX_EXTRA; i++)
     disks[n++] = o->reg.disks[i];

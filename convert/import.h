@@ -35,6 +35,11 @@ struct import_opts {
   const volatile sig_atomic_t *cancel;
   void (*on_event)(void *arg, enum import_event ev, const char *snapshot_id);
   void *event_arg;
+  /* Optional: called with the completed snapshot before it is registered,
+   * to inspect it and settle what reg says (a source read as a stream is
+   * inspected only then); -1 stops the import (the snapshot stays). */
+  int (*before_register)(void *arg, const char *snapshot_id, struct ec2_register *reg,
+                         struct error *e);
 };
 
 struct import_result {

@@ -95,9 +95,24 @@ import json, sys
 im = json.load(open(sys.argv[1]))["Images"][0]
 assert im["RootDeviceType"] == "ebs", im
 assert im["Architecture"] == "x86_64", im
+assert im.get("BootMode") == "legacy-bios", im
 assert any(m.get("Ebs", {}).get("SnapshotId") == sys.argv[2] for m in im["BlockDeviceMappings"]), im
 assert {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"} in im["BlockDeviceMappings"], im
 PY
+
+# the guest is checked on the completed snapshot before registration: the
+# bare-filesystem bundle is refused (PARAVIRTUAL_ONLY), and so is a bundle
+# whose manifest names another architecture than the guest's
+amiport_ok upload-bundle --bucket "$BUCKET/pv" --manifest "$T/pvb/pv.img.manifest.xml"
+expect_rc 1 import --privatekey "$T/key.pem" --name pv "s3://$BUCKET/pv/pv.img.manifest.xml"
+stderr_has "PARAVIRTUAL_ONLY" "complete but was not registered"
+mkdir -p "$T/i386"
+amiport_ok bundle --privatekey "$T/key.pem" --cert "$T/cert.pem" --ec2cert "$T/cert.pem" \
+  --user 123456789012 --arch i386 -d "$T/i386" "$src"
+amiport_ok upload-bundle --bucket "$BUCKET/i386" --manifest "$T/i386/$(basename "$src").manifest.xml"
+expect_rc 1 import --privatekey "$T/key.pem" --name i386 \
+  "s3://$BUCKET/i386/$(basename "$src").manifest.xml"
+stderr_has "manifest says i386 but the guest" "x86_64"
 
 # an import from S3 killed halfway resumes: the rerun reads the stream again
 # but sends only the blocks the snapshot does not hold yet

@@ -201,10 +201,10 @@ static const char import_help[] =
   "An image check finds not importable is refused unless --force.\n\n"
   "IMAGE may also be an instance-store bundle (PATH.manifest.xml,\n"
   "s3://BUCKET/PREFIX.manifest.xml) or an instance-store AMI (ami-...): it becomes\n"
-  "an EBS-backed AMI in one streamed pass, with the manifest's architecture and its\n"
-  "ephemeral volumes mapped as they were (it is not inspected: run 'amiport check'\n"
-  "on it first). A part that does not match its digest fails the import, and the\n"
-  "snapshot is deleted.\n\n"
+  "an EBS-backed AMI in one streamed pass, its ephemeral volumes mapped as they\n"
+  "were. It is read once, so check runs on the completed snapshot before it is\n"
+  "registered, and must agree with the manifest's architecture. A part that does\n"
+  "not match its digest fails the import, and the snapshot is deleted.\n\n"
   "The snapshot id is printed as soon as it exists. An interrupted import (Ctrl-C,\n"
   "a crash, the network) resumes where it stopped when the same command runs again\n"
   "(its state is kept in $XDG_STATE_HOME/amiport); rerunning a finished import\n"
@@ -288,6 +288,39 @@ out:
   inspect_free(in);
   free(in);
   return rc;
+}
+
+/* A bundle is read once, by the upload; its guest is inspected on the
+ * completed snapshot instead (the EBS reader fetches only what check reads),
+ * and must agree with the manifest's architecture. */
+struct snapshot_check {
+  const struct image_args *ia;
+  struct reg_args *ra;
+  bool force, arch_given;
+  const char *path, *manifest_arch;
+};
+
+static int check_snapshot(void *arg, const char *snap, struct ec2_register *reg,
+                          struct error *e)
+{
+  struct snapshot_check *c = arg;
+  struct img *im = ebs_open(&c->ia->aws, snap, c->ia->open.max_table_bytes, e);
+  if (!im)
+    return -1;
+  if (!c->arch_given)
+    c->ra->r.arch = NULL;
+  int rc = derive(im, c->ra, c->force, e);
+  img_close(im);
+  if (rc == 0 && !c->arch_given && strcmp(c->ra->r.arch, c->manifest_arch) != 0)
+    rc = error_set(e, ERR_REFUSED, "%s: the manifest says %s but the guest on %s is %s; pass "
+                   "--arch to register it anyway", c->path, c->manifest_arch, snap,
+                   c->ra->r.arch);
+  if (rc < 0)
+    return error_prefix(e, "snapshot %s is complete but was not registered", snap);
+  reg->arch = c->ra->r.arch;
+  reg->boot_mode = c->ra->r.boot_mode;
+  reg->ena = c->ra->ena > 0;
+  return 0;
 }
 
 int cmd_import(int argc, char **argv)
@@ -406,13 +439,14 @@ int cmd_import(int argc, char **argv)
                     "bundles and instance-store AMIs ('amiport export' gets its disk)\n", path);
     goto close;
   }
+  struct snapshot_check sc = { .ia = &ia, .ra = &ra, .force = force, .arch_given = !!ra.r.arch,
+                               .path = path };
   if (m) {
-    /* a stream is read once, by the upload: the manifest says what it holds */
+    sc.manifest_arch = m->arch && strcmp(m->arch, "i386") == 0 ? "i386" : "x86_64";
     if (!ra.r.arch)
-      ra.r.arch = m->arch && strcmp(m->arch, "i386") == 0 ? "i386" : "x86_64";
-    fprintf(stderr, "amiport: import: %s is read once, as a stream, so its guest is not "
-                    "inspected here (architecture %s from the manifest); 'amiport check' on it "
-                    "tells whether it boots\n", im->path, ra.r.arch);
+      ra.r.arch = sc.manifest_arch; /* until the snapshot is inspected */
+    io.before_register = check_snapshot;
+    io.event_arg = &sc;
     /* its instance-store volumes stay mapped as they were */
     size_t ne = 0;
     for (unsigned i = 0; i < m->nmappings && ne < IMPORT_MAX_EXTRA; i++) {
