@@ -37,11 +37,12 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-  /* Buffers of 256 KiB and more (blocks, chunks, bundle parts) are mapped
-   * and unmapped whole, so a freed one goes back to the system at once;
-   * glibc's default raises this threshold as such buffers are freed, and
-   * the per-thread arenas would then keep them resident. */
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  /* Buffers of 4 MiB and more (bundle parts, S3 objects) are mapped and
+   * unmapped whole, so a freed one goes back to the system at once; glibc's
+   * default raises this threshold as such buffers are freed, and the
+   * per-thread arenas would then keep them resident. Smaller ones (blocks,
+   * chunks) are reused from the heap, without page faults. */
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
   if (argc < 2)
     return usage(stderr), EXIT_USAGE;
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)
