@@ -271,7 +271,8 @@ static bool http_code_retryable(const char *code)
     "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException", "SlowDown",
     "InternalError", "InternalServerException", "InternalFailure", "ServiceUnavailable",
     "Unavailable", "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
-    "EC2ThrottledException", "RequestThrottledException",
+    "EC2ThrottledException",
+    "BadDigest", /* S3: the body arrived other than its Content-MD5 says: damaged on the way */
   };
   for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
     if (strcmp(code, codes[i]) == 0)
