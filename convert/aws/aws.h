@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include <curl/curl.h>
+#include "lazylib.h" /* libcurl and libxml2 */
 
 #include "error.h"
 
