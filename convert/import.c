@@ -275,6 +275,8 @@ static void *job_upload(void *arg)
 {
   struct job *j = arg;
   j->rc = ebs_upload_blocks(j->ctx, &j->u, &j->e);
+  if (j->rc < 0 && j->u.group)
+    j->u.group->stop = 1;
   return NULL;
 }
 

@@ -438,7 +438,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
 
   pthread_mutex_lock(&p.lock);
   for (;;) {
-    if (u->cancel && *u->cancel && !p.stop) {
+    if (((u->cancel && *u->cancel) || (u->group && u->group->stop)) && !p.stop) {
       p.stop = true;
       pthread_cond_broadcast(&p.changed);
     }
@@ -531,6 +531,8 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
     *e = p.err;
   else if (u->cancel && *u->cancel)
     error_set(e, ERR_INTERRUPTED, "interrupted");
+  else if (u->group && u->group->stop)
+    error_set(e, ERR_INTERRUPTED, "stopped: another disk's upload failed");
   else if (img_verify_source(u->src, e) == 0)
     rc = 0;
 out:
