@@ -84,6 +84,8 @@ grep -q "^Disk /dev/xvda" "$T/stdout" && grep -q "^Disk /dev/sdf .*data.raw: sna
   grep -q "^AMI: *ami-" "$T/stdout" || fail "human output: $(cat "$T/stdout")"
 expect_rc 2 import --name x --device "$T/nothere.raw=/dev/sdf" "$root" "$T/data.raw"
 grep -q "no disk" "$T/stderr" || fail "an unknown --device IMAGE: $(cat "$T/stderr")"
+expect_rc 2 import --name x "$root" "$T/data.raw" "$T/data.raw"
+grep -q "are the same file" "$T/stderr" || fail "the same disk twice: $(cat "$T/stderr")"
 
 # --- a two-disk OVA: the root is the disk with a bootloader, wherever it is ---
 mkdir -p "$T/pkg"

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_TAGS 50 /* EC2's limit per resource */
@@ -353,6 +354,13 @@ static int vm_open(char **paths, size_t npaths, struct image_args *ia, struct vm
     if (cli_is_bundle(paths[k]) || strncmp(paths[k], "ami-", 4) == 0)
       return error_set(e, ERR_USAGE, "%s: a bundle or an AMI imports alone, not with other disks",
                        paths[k]);
+    /* one file, one resume state: the same disk twice would share it */
+    struct stat a, b;
+    for (size_t o = 0; o < k; o++)
+      if (stat(paths[k], &a) == 0 && stat(paths[o], &b) == 0 && a.st_dev == b.st_dev &&
+          a.st_ino == b.st_ino)
+        return error_set(e, ERR_USAGE, "%s and %s are the same file; each disk is imported once",
+                         paths[o], paths[k]);
     if (!(v->d[v->n].src = img_open(paths[k], ia->format, &ia->open, e)))
       return -1;
     snprintf(v->source[v->n++], sizeof v->source[0], "%s", paths[k]);
