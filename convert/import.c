@@ -412,7 +412,26 @@ int import_disks(struct import_disk *d, size_t n, struct aws_ctx *ctx,
     }
     done += b == 1;
   }
-  /* registered already (every disk's state holds the image): the result again */
+  /* registered already (every disk's state holds the image, or a run stopped
+   * while recording it with every snapshot complete): the result again */
+  if (done && done < n && !o->no_register) {
+    const char *image = NULL;
+    bool all = true;
+    for (size_t i = 0; i < n; i++) {
+      all &= jobs[i].s.completed;
+      if (jobs[i].s.image[0])
+        image = jobs[i].s.image;
+    }
+    for (size_t i = 0; all && i < n; i++)
+      if (!jobs[i].s.image[0]) {
+        snprintf(jobs[i].s.image, sizeof jobs[i].s.image, "%s", image);
+        snprintf(d[i].r.image_id, sizeof d[i].r.image_id, "%s", image);
+        snprintf(d[i].r.snapshot_id, sizeof d[i].r.snapshot_id, "%s", jobs[i].s.snapshot);
+        if (state_save(&jobs[i].s, e) < 0)
+          goto out;
+        done++;
+      }
+  }
   if (done == n) {
     for (size_t i = 0; i < n; i++)
       d[i].r.already_done = true;
