@@ -482,8 +482,8 @@ static json_object *vm_disks_json(const struct vm_disks *v)
                                                  : NULL);
     json_object_object_add(d, "blocks_uploaded",
                            json_object_new_int64((int64_t)v->d[k].r.blocks_uploaded));
-    json_object_object_add(d, "volume_size_gib", json_object_new_int64(
-        (int64_t)(((v->d[k].src->size + (1ull << 30) - 1) >> 30) ?: 1)));
+    uint64_t gib = (v->d[k].src->size + (1ull << 30) - 1) >> 30;
+    json_object_object_add(d, "volume_size_gib", json_object_new_int64((int64_t)(gib ? gib : 1)));
     json_object_array_add(a, d);
   }
   return a;
