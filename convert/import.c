@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "ec2.h"
+#include "progress.h"
 
 #define STATE_HEADER 4096
 #define STATE_MAGIC "amiport import state 1\n"
@@ -83,6 +85,10 @@ static void state_key(struct img *src, struct aws_ctx *ctx, const struct import_
                    (unsigned long long)src->size, (long long)st.st_mtim.tv_sec,
                    st.st_mtim.tv_nsec, ctx->endpoint[AWS_EBS], ctx->region, (int)o->sparse,
                    (int)o->encrypted, o->kms_key_arn ? o->kms_key_arn : "");
+  /* an OVA's other disks: the same file, another disk (the first keeps the
+   * key it always had) */
+  if (img_ova_disk(src) > 1 && n > 0 && (size_t)n < sizeof buf)
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "|disk%u", img_ova_disk(src));
   uint8_t d[32];
   ebs_sha256(buf, (size_t)n, d);
   for (int i = 0; i < 32; i++)
@@ -191,125 +197,309 @@ static int state_restart(struct state *s, struct error *e)
   return state_save(s, e);
 }
 
-int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts *o,
-                 struct import_result *r, struct error *e)
+/* One disk of an import as it goes: its state and its upload. */
+struct job {
+  struct import_disk *d;
+  struct state s;
+  bool created;           /* this run started its snapshot */
+  struct ebs_upload u;
+  struct aws_ctx *ctx;
+  int rc;
+  struct error e;
+  pthread_t th;
+};
+
+/* Opens the disk's state and gets its snapshot: the pending one of an
+ * interrupted run, or a new one. 1: the state says the import is done. */
+static int job_begin(struct job *j, struct aws_ctx *ctx, const struct import_opts *o,
+                     struct error *e)
 {
-  struct state s = { .fd = -1 };
+  struct img *src = j->d->src;
+  struct import_result *r = &j->d->r;
+  struct state *s = &j->s;
   bool existed;
-  int rc = -1;
-  memset(r, 0, sizeof *r);
   uint64_t gib = (src->size + (1ull << 30) - 1) >> 30;
   if (gib == 0)
     gib = 1;
   if (gib > EBS_MAX_VOLUME_GIB)
     return error_set(e, ERR_UNSUPPORTED, "%s: %llu GiB is larger than an EBS snapshot can be "
                      "(%u GiB)", src->path, (unsigned long long)gib, EBS_MAX_VOLUME_GIB);
-  if (state_open(&s, src, ctx, o, &existed, e) < 0)
-    goto out;
-  snprintf(r->state_path, sizeof r->state_path, "%s", s.path);
-  if (o->resume_only && !s.snapshot[0]) {
-    error_set(e, ERR_USAGE, "%s: nothing to resume (no pending import of this image to %s)",
-              src->path, ctx->endpoint[AWS_EBS]);
-    unlink(s.path);
-    goto out;
+  if (state_open(s, src, ctx, o, &existed, e) < 0)
+    return -1;
+  snprintf(r->state_path, sizeof r->state_path, "%s", s->path);
+  if (o->resume_only && !s->snapshot[0]) {
+    unlink(s->path);
+    return error_set(e, ERR_USAGE, "%s: nothing to resume (no pending import of this image to %s)",
+                     src->path, ctx->endpoint[AWS_EBS]);
   }
-  if (s.image[0] && !o->no_register) {
-    snprintf(r->snapshot_id, sizeof r->snapshot_id, "%s", s.snapshot);
-    snprintf(r->image_id, sizeof r->image_id, "%s", s.image);
-    r->already_done = true;
-    rc = 0;
-    goto out;
+  if (s->image[0] && !o->no_register) {
+    snprintf(r->snapshot_id, sizeof r->snapshot_id, "%s", s->snapshot);
+    snprintf(r->image_id, sizeof r->image_id, "%s", s->image);
+    r->completed = true;
+    return 1;
   }
-
-  if (s.snapshot[0]) {
+  if (s->snapshot[0]) {
     char st[32];
-    if (ec2_snapshot_state(ctx, s.snapshot, st, sizeof st, NULL, 0, e) < 0)
-      goto out;
+    if (ec2_snapshot_state(ctx, s->snapshot, st, sizeof st, NULL, 0, e) < 0)
+      return -1;
     if (strcmp(st, "pending") == 0 || strcmp(st, "completed") == 0) {
       r->resumed = true;
       if (strcmp(st, "completed") == 0)
-        s.completed = true;
+        s->completed = true;
     } else {
       if (o->on_event)
         o->on_event(o->event_arg, strcmp(st, "error") == 0 ? IMPORT_EXPIRED : IMPORT_LOST,
-                    s.snapshot);
-      if (state_restart(&s, e) < 0)
-        goto out;
+                    s->snapshot);
+      if (state_restart(s, e) < 0)
+        return -1;
     }
   }
-  if (!s.snapshot[0]) {
-    struct ebs_start st = { .volume_gib = gib, .client_token = s.token,
+  if (!s->snapshot[0]) {
+    struct ebs_start st = { .volume_gib = gib, .client_token = s->token,
                             .description = o->description, .encrypted = o->encrypted,
                             .kms_key_arn = o->kms_key_arn, .timeout_min = o->timeout_min,
                             .tags = o->tags, .ntags = o->ntags };
-    if (ebs_start_snapshot(ctx, &st, s.snapshot, e) < 0)
-      goto out;
-    if (state_save(&s, e) < 0)
-      goto out;
+    if (ebs_start_snapshot(ctx, &st, s->snapshot, e) < 0)
+      return -1;
+    j->created = true;
+    if (state_save(s, e) < 0)
+      return -1;
   }
-  snprintf(r->snapshot_id, sizeof r->snapshot_id, "%s", s.snapshot);
+  snprintf(r->snapshot_id, sizeof r->snapshot_id, "%s", s->snapshot);
   if (o->on_event)
-    o->on_event(o->event_arg, r->resumed ? IMPORT_RESUMED : IMPORT_STARTED, s.snapshot);
+    o->on_event(o->event_arg, r->resumed ? IMPORT_RESUMED : IMPORT_STARTED, s->snapshot);
+  return 0;
+}
 
-  if (!s.completed) {
-    struct ebs_upload u = { .src = src, .snapshot_id = s.snapshot, .sparse = o->sparse,
-                            .jobs = o->jobs, .threads = o->threads, .max_rate = o->max_rate,
-                            .progress = o->progress, .cancel = o->cancel,
-                            .digests = s.digests, .nblocks = s.nblocks };
-    int up = ebs_upload_blocks(ctx, &u, e);
-    r->blocks_uploaded = u.blocks_uploaded;
-    r->bytes_uploaded = u.bytes_uploaded;
-    r->blocks_skipped = u.blocks_skipped;
-    r->blocks_before = u.blocks_before;
-    r->retries = u.retries;
-    r->upload_seconds = u.seconds;
-    msync(s.digests, s.maplen, MS_SYNC);
-    if (up < 0 && img_sequential(src) && e->code == ERR_FORMAT) {
-      /* a damaged stream (a bundle part or its digest): nothing to resume */
-      struct error de;
-      unlink(s.path);
-      if (ec2_delete_snapshot(ctx, s.snapshot, &de) == 0)
-        error_prefix(e, "snapshot %s deleted, nothing registered", s.snapshot);
-      else
-        error_prefix(e, "snapshot %s left behind (deleting it failed: %s)", s.snapshot, de.msg);
+static void *job_upload(void *arg)
+{
+  struct job *j = arg;
+  j->rc = ebs_upload_blocks(j->ctx, &j->u, &j->e);
+  if (j->rc < 0 && j->u.group)
+    j->u.group->stop = 1;
+  return NULL;
+}
+
+/* Uploads every disk still pending and completes its snapshot. Several
+ * disks upload at once, each in a thread of its own with its share of
+ * o->jobs: the upload pipeline stays the one-image pipeline it is, the
+ * budget is still o->jobs requests in flight, and the slowest disk alone
+ * decides when the uploads end (splitting one pipeline's slots between
+ * disks would buy nothing the threads do not). */
+static int upload_all(struct job *jobs, size_t n, struct aws_ctx *ctx, const struct import_opts *o,
+                      struct error *e)
+{
+  size_t todo = 0;
+  for (size_t i = 0; i < n; i++)
+    todo += !jobs[i].s.completed;
+  if (!todo)
+    return 0;
+  unsigned budget = o->jobs ? o->jobs : 64;
+  unsigned share = budget / (unsigned)todo ? budget / (unsigned)todo : 1;
+  struct ebs_progress g = { .start = mono_now() };
+  pthread_mutex_init(&g.lock, NULL);
+  for (size_t i = 0; i < n; i++)
+    if (!jobs[i].s.completed)
+      g.total += jobs[i].s.nblocks;
+  for (size_t i = 0; i < n; i++) {
+    struct job *j = &jobs[i];
+    if (j->s.completed)
+      continue;
+    j->ctx = ctx;
+    j->u = (struct ebs_upload){ .src = j->d->src, .snapshot_id = j->s.snapshot,
+                                .sparse = o->sparse, .jobs = todo > 1 ? share : o->jobs,
+                                .threads = todo > 1 && o->threads ? (o->threads + 1) / 2 : o->threads,
+                                .max_rate = o->max_rate, .progress = o->progress,
+                                .group = todo > 1 ? &g : NULL, .cancel = o->cancel,
+                                .digests = j->s.digests, .nblocks = j->s.nblocks };
+    j->e = (struct error){ 0 };
+    if (todo == 1)
+      job_upload(j);
+    else if (pthread_create(&j->th, NULL, job_upload, j) != 0) {
+      j->rc = -1;
+      error_set(&j->e, ERR_NOMEM, "cannot start an upload thread");
+      j->th = 0;
     }
-    if (up < 0)
-      goto out;
+  }
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct job *j = &jobs[i];
+    if (j->s.completed)
+      continue;
+    if (todo > 1 && j->th)
+      pthread_join(j->th, NULL);
+    struct import_result *r = &j->d->r;
+    r->blocks_uploaded = j->u.blocks_uploaded;
+    r->bytes_uploaded = j->u.bytes_uploaded;
+    r->blocks_skipped = j->u.blocks_skipped;
+    r->blocks_before = j->u.blocks_before;
+    r->retries = j->u.retries;
+    r->upload_seconds = j->u.seconds;
+    msync(j->s.digests, j->s.maplen, MS_SYNC);
+    if (j->rc < 0 && rc == 0) {
+      /* the first failure tells; an interruption only if nothing else failed */
+      *e = j->e;
+      if (n > 1)
+        error_prefix(e, "%s", j->d->src->path);
+      rc = -1;
+    } else if (j->rc < 0 && e->code == ERR_INTERRUPTED && j->e.code != ERR_INTERRUPTED) {
+      *e = j->e;
+      error_prefix(e, "%s", j->d->src->path);
+    }
+  }
+  if (o->progress && todo > 1)
+    fputc('\n', stderr);
+  pthread_mutex_destroy(&g.lock);
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    struct job *j = &jobs[i];
+    if (j->s.completed)
+      continue;
     uint8_t linear[32];
     uint64_t changed;
-    ebs_linear_checksum((const uint8_t(*)[32])s.digests, s.nblocks, linear, &changed);
-    if (ebs_complete_snapshot(ctx, s.snapshot, changed, linear, e) < 0)
-      goto out;
-    s.completed = true;
-    if (state_save(&s, e) < 0)
-      goto out;
+    ebs_linear_checksum((const uint8_t(*)[32])j->s.digests, j->s.nblocks, linear, &changed);
+    if (ebs_complete_snapshot(ctx, j->s.snapshot, changed, linear, e) < 0 ||
+        (j->s.completed = true, state_save(&j->s, e) < 0))
+      rc = -1;
   }
-  if (ec2_wait(ctx, s.snapshot, o->wait_timeout_s, o->progress, o->cancel, e) < 0)
+  return rc;
+}
+
+/* A failure for good: the snapshots this run started go, with their state,
+ * and the error says which (or which were kept). */
+static void drop_partial(struct job *jobs, size_t n, struct aws_ctx *ctx, bool keep,
+                         struct error *e)
+{
+  char gone[1024] = "", left[1024] = "";
+  for (size_t i = 0; i < n; i++) {
+    struct job *j = &jobs[i];
+    if (!j->created || !j->s.snapshot[0])
+      continue;
+    struct error de = { 0 };
+    char *to = keep ? left : gone;
+    if (!keep && ec2_delete_snapshot(ctx, j->s.snapshot, &de) == 0)
+      unlink(j->s.path);
+    else if (!keep)
+      to = left;
+    snprintf(to + strlen(to), 1024 - strlen(to), "%s%s (%s)", to[0] ? ", " : "", j->s.snapshot,
+             j->d->src->path);
+  }
+  if (gone[0] && left[0])
+    error_prefix(e, "deleted snapshot(s) %s; kept %s", gone, left);
+  else if (gone[0])
+    error_prefix(e, "deleted snapshot(s) %s, nothing registered", gone);
+  else if (left[0])
+    error_prefix(e, "kept snapshot(s) %s%s, nothing registered", left,
+                 keep ? " (--keep-partial)" : " (deleting them failed)");
+}
+
+int import_disks(struct import_disk *d, size_t n, struct aws_ctx *ctx,
+                 const struct import_opts *o, struct error *e)
+{
+  if (n == 0 || n > IMPORT_MAX_DISKS)
+    return error_set(e, ERR_USAGE, "an import takes 1 to %d disks, not %zu", IMPORT_MAX_DISKS, n);
+  struct job jobs[IMPORT_MAX_DISKS];
+  int rc = -1;
+  size_t opened = 0, done = 0;
+  for (size_t i = 0; i < n; i++) {
+    jobs[i] = (struct job){ .d = &d[i], .s = { .fd = -1 } };
+    memset(&d[i].r, 0, sizeof d[i].r);
+  }
+  for (; opened < n; opened++) {
+    int b = job_begin(&jobs[opened], ctx, o, e);
+    if (b < 0) {
+      opened++;
+      goto fail;
+    }
+    done += b == 1;
+  }
+  /* registered already (every disk's state holds the image, or a run stopped
+   * while recording it with every snapshot complete): the result again */
+  if (done && done < n && !o->no_register) {
+    const char *image = NULL;
+    bool all = true;
+    for (size_t i = 0; i < n; i++) {
+      all &= jobs[i].s.completed;
+      if (jobs[i].s.image[0])
+        image = jobs[i].s.image;
+    }
+    for (size_t i = 0; all && i < n; i++)
+      if (!jobs[i].s.image[0]) {
+        snprintf(jobs[i].s.image, sizeof jobs[i].s.image, "%s", image);
+        snprintf(d[i].r.image_id, sizeof d[i].r.image_id, "%s", image);
+        snprintf(d[i].r.snapshot_id, sizeof d[i].r.snapshot_id, "%s", jobs[i].s.snapshot);
+        if (state_save(&jobs[i].s, e) < 0)
+          goto out;
+        done++;
+      }
+  }
+  if (done == n) {
+    for (size_t i = 0; i < n; i++)
+      d[i].r.already_done = true;
+    rc = 0;
     goto out;
-  r->completed = true;
+  }
+  if (upload_all(jobs, n, ctx, o, e) < 0)
+    goto fail;
+  for (size_t i = 0; i < n; i++) {
+    if (ec2_wait(ctx, jobs[i].s.snapshot, o->wait_timeout_s, o->progress, o->cancel, e) < 0)
+      goto fail;
+    d[i].r.completed = true;
+  }
   if (o->no_register) {
     rc = 0;
     goto out;
   }
-  /* the root, then what o->reg maps besides it (instance-store volumes) */
-  struct ec2_disk disks[1 + IMPORT_MAX_EXTRA] = {
-    { .device = o->reg.root_device, .snapshot_id = s.snapshot } };
+  /* the root, the other disks, then what o->reg maps besides (instance-store volumes) */
+  struct ec2_disk disks[IMPORT_MAX_DISKS + IMPORT_MAX_EXTRA];
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t gib = (d[i].src->size + (1ull << 30) - 1) >> 30;
+    disks[m++] = (struct ec2_disk){ .device = i ? d[i].device : o->reg.root_device,
+                                    .snapshot_id = jobs[i].s.snapshot,
+                                    .volume_gib = n > 1 ? (gib ? gib : 1) : 0 };
+  }
+  for (size_t i = 0; i < o->reg.ndisks && i < IMPORT_MAX_EXTRA; i++)
+    disks[m++] = o->reg.disks[i];
   struct ec2_register reg = o->reg;
-  if (o->before_register && o->before_register(o->event_arg, s.snapshot, &reg, e) < 0)
-    goto out;
-  disks[0].device = reg.root_device;
-  size_t n = 1;
-  for (size_t i = 0; i < o->reg.ndisks && n < 1 + IMPORT_MAX_EXTRA; i++)
-    disks[n++] = o->reg.disks[i];
+  if (o->before_register && o->before_register(o->event_arg, jobs[0].s.snapshot, &reg, e) < 0)
+    goto out; /* the snapshots stay, complete but not registered */
   reg.disks = disks;
-  reg.ndisks = n;
-  if (ec2_register_image(ctx, &reg, s.image, e) < 0)
-    goto out;
-  snprintf(r->image_id, sizeof r->image_id, "%s", s.image);
-  if (state_save(&s, e) < 0)
-    goto out;
+  reg.ndisks = m;
+  char image[EBS_ID_MAX];
+  if (ec2_register_image(ctx, &reg, image, e) < 0)
+    goto fail;
+  for (size_t i = 0; i < n; i++) {
+    snprintf(d[i].r.image_id, sizeof d[i].r.image_id, "%s", image);
+    snprintf(jobs[i].s.image, sizeof jobs[i].s.image, "%s", image);
+    if (state_save(&jobs[i].s, e) < 0)
+      goto out;
+  }
   rc = 0;
+  goto out;
+fail:
+  /* a damaged stream (a bundle part or its digest): nothing to resume */
+  if (n == 1 && img_sequential(d[0].src) && e->code == ERR_FORMAT && jobs[0].s.snapshot[0] &&
+      !d[0].r.completed) {
+    struct error de;
+    unlink(jobs[0].s.path);
+    if (ec2_delete_snapshot(ctx, jobs[0].s.snapshot, &de) == 0)
+      error_prefix(e, "snapshot %s deleted, nothing registered", jobs[0].s.snapshot);
+    else
+      error_prefix(e, "snapshot %s left behind (deleting it failed: %s)", jobs[0].s.snapshot, de.msg);
+  } else if (n > 1 && e->code != ERR_INTERRUPTED) {
+    drop_partial(jobs, opened, ctx, o->keep_partial, e);
+  }
 out:
-  state_close(&s);
+  for (size_t i = 0; i < opened; i++)
+    state_close(&jobs[i].s);
+  return rc;
+}
+
+int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts *o,
+                 struct import_result *r, struct error *e)
+{
+  struct import_disk d = { .src = src };
+  int rc = import_disks(&d, 1, ctx, o, e);
+  *r = d.r;
   return rc;
 }

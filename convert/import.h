@@ -28,6 +28,7 @@ struct import_opts {
   double max_rate;
   bool progress;
   bool no_register;
+  bool keep_partial;          /* several disks: a failed import keeps its snapshots */
   bool resume_only;           /* fail unless an interrupted import exists */
   unsigned wait_timeout_s;    /* 0: wait as long as it takes */
   struct ec2_register reg;    /* everything but the root disk; its disks, if any, are
@@ -54,6 +55,24 @@ struct import_result {
 
 int import_image(struct img *src, struct aws_ctx *ctx, const struct import_opts *o,
                  struct import_result *r, struct error *e);
+
+#define IMPORT_MAX_DISKS 16
+
+/* One disk of a VM: the first is the root (o->reg.root_device), the others
+ * map at their own device. */
+struct import_disk {
+  struct img *src;
+  const char *device;        /* the others: /dev/sdb... (not used for the root) */
+  struct import_result r;    /* image_id is the same on every disk */
+};
+
+/* Several disks become one AMI: every disk gets its snapshot (each with its
+ * own resume state, as import_image), the uploads share o->jobs, and one
+ * RegisterImage maps them all once every snapshot is complete. A failure
+ * that is not an interruption deletes the snapshots this run started
+ * (unless o->keep_partial) and the error names them. */
+int import_disks(struct import_disk *d, size_t n, struct aws_ctx *ctx,
+                 const struct import_opts *o, struct error *e);
 
 /* $XDG_STATE_HOME/amiport (else ~/.local/state/amiport), created when
  * missing: where resume state is kept (import, bundle --bucket). */

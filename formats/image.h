@@ -209,6 +209,10 @@ extern const struct image_format format_raw;
 extern const struct image_format format_qcow2;
 extern const struct image_format format_vmdk;
 extern const struct image_format format_ova;
+/* An OVA: how many disks its OVF lists, and which one im reads (1-based);
+ * 0 for any other image. */
+unsigned img_ova_disks(const struct img *im);
+unsigned img_ova_disk(const struct img *im);
 extern const struct image_format format_vhd;
 extern const struct image_format format_vhdx;
 

@@ -603,3 +603,13 @@ const struct image_format format_ova = {
   .describe = ova_describe,
   .close = ova_close,
 };
+
+unsigned img_ova_disks(const struct img *im)
+{
+  return im->fmt == &format_ova ? (unsigned)((const struct ova *)im->priv)->ndisks : 0;
+}
+
+unsigned img_ova_disk(const struct img *im)
+{
+  return im->fmt == &format_ova ? ((const struct ova *)im->priv)->chosen : 0;
+}

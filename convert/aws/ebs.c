@@ -170,6 +170,7 @@ struct pipe {
   struct error err;
   uint8_t zero_digest[32];
   uint64_t bytes_read, skipped;
+  uint64_t shown_done, shown_bytes; /* what the group has of this pipe */
 };
 
 enum block_kind { BLOCK_SKIP, BLOCK_ZEROS, BLOCK_DATA };
@@ -331,10 +332,39 @@ static int pipe_send(struct pipe *p, struct slot *s, struct error *e)
   return 0;
 }
 
+/* The group's line: every upload of the group adds its share. */
+static void group_progress(struct pipe *p, uint64_t done, bool final)
+{
+  struct ebs_progress *g = p->u->group;
+  pthread_mutex_lock(&g->lock);
+  g->done += done - p->shown_done;
+  g->bytes += p->u->bytes_uploaded - p->shown_bytes;
+  p->shown_done = done;
+  p->shown_bytes = p->u->bytes_uploaded;
+  double t = mono_now();
+  if (final || t - g->last >= 0.25) {
+    g->last = t;
+    double frac = g->total ? (double)g->done / (double)g->total : 1;
+    char bar[31];
+    for (int i = 0; i < 30; i++)
+      bar[i] = i < (int)(frac * 30) ? '#' : '.';
+    bar[30] = 0;
+    double mib = (double)g->bytes / (1 << 20);
+    fprintf(stderr, "\r[%s] %5.1f%%  %llu/%llu blocks of all disks  %.0f MiB/s ", bar, frac * 100,
+            (unsigned long long)g->done, (unsigned long long)g->total,
+            t > g->start ? mib / (t - g->start) : 0.0);
+  }
+  pthread_mutex_unlock(&g->lock);
+}
+
 static void pipe_progress(struct pipe *p, double start, bool final)
 {
   static double last;
   struct ebs_upload *u = p->u;
+  if (u->progress && u->group) {
+    group_progress(p, u->blocks_uploaded + p->skipped + u->blocks_before, final);
+    return;
+  }
   double t = mono_now();
   if (!u->progress || (!final && t - last < 0.25))
     return;
@@ -408,7 +438,7 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
 
   pthread_mutex_lock(&p.lock);
   for (;;) {
-    if (u->cancel && *u->cancel && !p.stop) {
+    if (((u->cancel && *u->cancel) || (u->group && u->group->stop)) && !p.stop) {
       p.stop = true;
       pthread_cond_broadcast(&p.changed);
     }
@@ -501,6 +531,8 @@ int ebs_upload_blocks(struct aws_ctx *ctx, struct ebs_upload *u, struct error *e
     *e = p.err;
   else if (u->cancel && *u->cancel)
     error_set(e, ERR_INTERRUPTED, "interrupted");
+  else if (u->group && u->group->stop)
+    error_set(e, ERR_INTERRUPTED, "stopped: another disk's upload failed");
   else if (img_verify_source(u->src, e) == 0)
     rc = 0;
 out:

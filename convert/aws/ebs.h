@@ -2,6 +2,7 @@
 #ifndef AMIPORT_EBS_H
 #define AMIPORT_EBS_H
 
+#include <pthread.h>
 #include <signal.h>
 
 #include "aws.h"
@@ -38,6 +39,16 @@ int ebs_start_snapshot(struct aws_ctx *ctx, const struct ebs_start *s, char id[E
 int ebs_complete_snapshot(struct aws_ctx *ctx, const char *id, uint64_t changed,
                           const uint8_t *linear, struct error *e);
 
+/* Several uploads at once (the disks of one import): one progress line,
+ * each pipe adding what it did since it last reported, and one stop. */
+struct ebs_progress {
+  pthread_mutex_t lock;
+  uint64_t done, total; /* blocks over all the uploads */
+  uint64_t bytes;
+  double start, last;
+  volatile sig_atomic_t stop; /* one upload failed: the others stop too */
+};
+
 struct ebs_upload {
   struct img *src;
   const char *snapshot_id;
@@ -46,6 +57,7 @@ struct ebs_upload {
   unsigned threads;   /* reader threads; 0: one per core */
   double max_rate;    /* requests per second; 0: unpaced */
   bool progress;
+  struct ebs_progress *group; /* or NULL; with progress, its line is drawn instead */
   const volatile sig_atomic_t *cancel;
   /* one digest per block; all-zero means not acknowledged yet. Blocks already
    * set are not sent again (resume); each block acknowledged is set. */

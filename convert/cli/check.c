@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 static const char help[] =
-  "Usage: amiport check " IMAGE_USAGE " [--output=human|json] [--deep] IMAGE...\n"
+  "Usage: amiport check " IMAGE_USAGE " [--output=human|json] [--deep] [--vm] IMAGE...\n"
   "       amiport check " IMAGE_USAGE " [--output=human|json] --fix IMAGE\n\n"
   "Reads the guest on IMAGE without mounting it (partition table, filesystems,\n"
   "bootloader, kernels, initramfs, fstab) and says whether it will boot on EC2,\n"
@@ -28,6 +28,10 @@ static const char help[] =
   "  check reads a bundle whole into a sparse file under $TMPDIR (deleted when it\n"
   "  ends), because inspection reads anywhere on the disk.\n"
   "      --output FORMAT       human (default) or json\n"
+  "      --vm                  the IMAGEs are the disks of one VM, the first its root:\n"
+  "                            a UUID= or LABEL= line of the root's /etc/fstab that no\n"
+  "                            disk's filesystem matches is FSTAB_UNRESOLVED ('amiport\n"
+  "                            import' of several disks checks them so)\n"
   "      --deep                also inspect through libguestfs (LVM, btrfs, Windows;\n"
   "                            its appliance takes seconds to start, once for all the\n"
   "                            images; the variables LIBGUESTFS_BACKEND and\n"
@@ -198,18 +202,20 @@ int cmd_check(int argc, char **argv)
     { "output", required_argument, NULL, 'O' },
     { "deep", no_argument, NULL, 'D' },
     { "fix", no_argument, NULL, 'X' },
+    { "vm", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
   enum output out = OUTPUT_HUMAN;
   struct image_args ia = { 0 };
-  bool deep = false, fix = false;
+  bool deep = false, fix = false, vm = false;
   int c;
   while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
     switch (c) {
     case 'O': if (cli_parse_output("check", optarg, &out)) return EXIT_USAGE; break;
     case 'D': deep = true; break;
     case 'X': fix = true; break;
+    case 'V': vm = true; break;
     case 'h': fputs(help, stdout); return EXIT_OK;
     default: if (cli_image_option("check", c, optarg, &ia) < 0) return EXIT_USAGE; break;
     }
@@ -235,6 +241,8 @@ int cmd_check(int argc, char **argv)
       goto out;
   if (fix && check_fix(paths[0], &ia, &ims[0], &ins[0], fr, &e) < 0)
     goto out;
+  if (vm)
+    inspect_judge_vm(ins[0], (const struct inspection *const *)ins + 1, n - 1);
   if (deep && inspect_deep(ims, ins, n, deeps, &e) < 0)
     goto out;
   struct json_object *all = n > 1 && out == OUTPUT_JSON ? json_object_new_array() : NULL;

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define EBS_MAX_GIB 65536ull
 
@@ -422,4 +423,46 @@ struct json_object *inspect_to_json(const struct inspection *in)
   json_object_object_add(o, "ami", ami);
   json_object_object_add(o, "bytes_read", json_object_new_int64((int64_t)in->disk.bytes_read));
   return o;
+}
+
+/* Whether a filesystem of in is spec's UUID= / LABEL= (case matters for
+ * labels, not for UUIDs). */
+static bool vm_has(const struct inspection *in, bool uuid, const char *v)
+{
+  for (size_t i = 0; i < in->nvol; i++) {
+    const struct fs *f = &in->vol[i].fs;
+    if (uuid ? f->uuid[0] && strcasecmp(f->uuid, v) == 0 : f->label[0] && strcmp(f->label, v) == 0)
+      return true;
+  }
+  return false;
+}
+
+void inspect_judge_vm(struct inspection *root, const struct inspection *const *others, size_t n)
+{
+  for (size_t i = 0; i < root->nfstab; i++) {
+    const struct fstab_entry *f = &root->fstab[i];
+    bool uuid = strncmp(f->spec, "UUID=", 5) == 0;
+    if (!uuid && strncmp(f->spec, "LABEL=", 6) != 0)
+      continue;
+    char v[sizeof f->spec];
+    snprintf(v, sizeof v, "%s", f->spec + (uuid ? 5 : 6));
+    size_t l = strlen(v);
+    if (l >= 2 && (v[0] == '"' || v[0] == '\'') && v[l - 1] == v[0]) {
+      memmove(v, v + 1, l - 2);
+      v[l - 2] = 0;
+    }
+    bool found = vm_has(root, uuid, v);
+    for (size_t k = 0; k < n && !found; k++)
+      found = vm_has(others[k], uuid, v);
+    if (found)
+      continue;
+    /* a swap area's signature is not read: only a warning would be a guess */
+    bool soft = strstr(f->options, "nofail") || strcmp(f->type, "swap") == 0;
+    inspect_add_finding(root, "FSTAB_UNRESOLVED", soft ? SEV_INFO : SEV_WARNING,
+                        "/etc/fstab line '%s %s %s' names a filesystem found on none of the "
+                        "VM's %zu disk%s%s", f->spec, f->file, f->type, n + 1, n ? "s" : "",
+                        soft ? " (nofail or swap: the boot goes on without it)"
+                             : "; the boot waits for it and stops. Import the disk that holds "
+                               "it, or add nofail.");
+  }
 }

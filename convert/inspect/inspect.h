@@ -125,6 +125,10 @@ void finding_vset(struct finding *f, const char *code, enum severity sev, const 
                   va_list ap) __attribute__((format(printf, 4, 0)));
 void inspect_judge(struct inspection *in); /* adds the findings */
 bool inspect_importable(const struct inspection *in);
+/* The disks of one VM, root first: each UUID= or LABEL= line of the root's
+ * fstab that names a filesystem found on none of them is FSTAB_UNRESOLVED
+ * on the root (a warning; info for a nofail or swap line). */
+void inspect_judge_vm(struct inspection *root, const struct inspection *const *others, size_t n);
 struct json_object *inspect_to_json(const struct inspection *in);
 
 /* What RegisterImage should be told, as the guest shows it. */
