@@ -121,7 +121,7 @@ while read -r name arch kver modes <&3; do
       LEGS+=("$name $arch $kver ${m[0]} $fmt $T/$name.$fmt")
     done
   fi
-  if [ "$ROUNDTRIP" = 1 ] && { [ "$name" = x86_64-bios-mbr ] || [ "$name" = x86_64-uefi-gpt ]; }; then
+  if [ "$ROUNDTRIP" -ge 1 ] && { [ "$name" = x86_64-bios-mbr ] || [ "$name" = x86_64-uefi-gpt ]; }; then
     amiport_ok import -f raw --output=json --name "roundtrip-$name" "$raw"
     ami=$(json_get "$T/stdout" image_id)
     amiport_ok export -O qcow2 "$ami" "$T/$name.ec2.qcow2"
@@ -141,6 +141,7 @@ while read -r name arch kver modes <&3; do
     amiport_ok export -O qcow2 "$ami" "$T/$name.bundle.qcow2"
     qemu-img compare -f raw -F qcow2 "$raw" "$T/$name.bundle.qcow2" >/dev/null ||
       fail "$name through a bundle in S3 and back from $ami differs from $name.raw"
+    info "the bundle leg: $name through s3://boot-bundles/bios into $ami"
     LEGS+=("$name $arch $kver ${m[0]} qcow2 $T/$name.bundle.qcow2")
   fi
   k=$((k + 1))
