@@ -143,19 +143,20 @@ CURLMsg *lazy_curl_multi_info_read(CURLM *m, int *left)
 }
 
 /* The variadic setters take one argument whose type the option's number
- * range says, as libcurl itself reads it. */
+ * range says, as libcurl itself reads it: a long, a curl_off_t, or a
+ * pointer (data, strings, lists, callbacks, blobs). */
+#define SET_BY_TYPE(set, obj, opt, ap)                                               \
+  ((opt) < CURLOPTTYPE_OBJECTPOINT ? set(obj, opt, va_arg(ap, long))                  \
+   : (opt) >= CURLOPTTYPE_OFF_T && (opt) < CURLOPTTYPE_BLOB                            \
+       ? set(obj, opt, va_arg(ap, curl_off_t))                                         \
+       : set(obj, opt, va_arg(ap, void *)))
+
 CURLcode lazy_curl_easy_setopt(CURL *h, CURLoption opt, ...)
 {
   CURL_READY();
   va_list ap;
   va_start(ap, opt);
-  CURLcode r;
-  if (opt < CURLOPTTYPE_OBJECTPOINT)
-    r = cu.easy_setopt(h, opt, va_arg(ap, long));
-  else if (opt >= CURLOPTTYPE_OFF_T && opt < CURLOPTTYPE_BLOB)
-    r = cu.easy_setopt(h, opt, va_arg(ap, curl_off_t));
-  else /* data, strings, lists, callbacks, blobs: a pointer */
-    r = cu.easy_setopt(h, opt, va_arg(ap, void *));
+  CURLcode r = SET_BY_TYPE(cu.easy_setopt, h, opt, ap);
   va_end(ap);
   return r;
 }
@@ -165,13 +166,7 @@ CURLMcode lazy_curl_multi_setopt(CURLM *m, CURLMoption opt, ...)
   CURL_READY();
   va_list ap;
   va_start(ap, opt);
-  CURLMcode r;
-  if (opt < CURLOPTTYPE_OBJECTPOINT)
-    r = cu.multi_setopt(m, opt, va_arg(ap, long));
-  else if (opt >= CURLOPTTYPE_OFF_T && opt < CURLOPTTYPE_BLOB)
-    r = cu.multi_setopt(m, opt, va_arg(ap, curl_off_t));
-  else
-    r = cu.multi_setopt(m, opt, va_arg(ap, void *));
+  CURLMcode r = SET_BY_TYPE(cu.multi_setopt, m, opt, ap);
   va_end(ap);
   return r;
 }
