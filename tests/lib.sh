@@ -315,7 +315,7 @@ PYEOF
 # template changes. Tests running at once wait for each other on a lock.
 # Skips the test (77) when the Debian packages cannot be downloaded.
 FIXTURES=${FIXTURES:-$(dirname "$TESTTMP")/fixtures}
-FIXTURES_CACHE=${CACHE:-$(dirname "$TESTTMP")/fixtures-cache}
+FIXTURES_CACHE=${CACHE:-$(dirname "$FIXTURES")/fixtures-cache} # beside the fixtures it built
 ensure_fixtures() {
   local arm64=${1:-1} stamp rc=0 t0=$SECONDS
   stamp="$(cat "$SRCDIR/fixtures/make-boot-fixtures.sh" "$SRCDIR/fixtures/expected.json" | sha256sum | cut -c1-16) ARM64=$arm64"
