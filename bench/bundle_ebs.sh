@@ -133,7 +133,7 @@ for (( i = 1; i <= REPEAT; i++ )); do
     log "run $i of $REPEAT"
     run_timed "$W/fin" bash "$W/floor-in.sh" "$W/parts/$NAME" "$K" "$V"
     rm -rf "$W/xdg" "$W/fakeaws/snapshots"
-    run_timed "$W/imp" "$AMIPORT" import --no-register --max-rate 0 --privatekey "$W/key.pem" \
+    run_timed "$W/imp" "$AMIPORT" import --no-register --sparse holes --max-rate 0 --privatekey "$W/key.pem" \
         --output=json "s3://bench/in/$NAME.manifest.xml" || die "amiport import from S3 failed"
     snap=$(grep -o '"snapshot_id": *"snap-[0-9a-f]*"' "$OUT/cmd.log" | grep -o 'snap-[0-9a-f]*')
     run_timed "$W/fout" bash "$W/floor-out.sh" "$W/data.bin" "$K" "$V"
