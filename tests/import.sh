@@ -24,25 +24,6 @@ readback() {
     { cat "$T/rb.err" >&2; fail "reading back $1 failed"; }
 }
 
-# awscli_spot SNAP RAW - Debian's awscli lists the snapshot's blocks and
-# fetches the first and the last; both must equal RAW's bytes there.
-awscli_spot() {
-  local snap=$1 raw=$2 idx tok
-  awsx ebs list-snapshot-blocks --snapshot-id "$snap" >"$T/blocks.json" ||
-    fail "aws ebs list-snapshot-blocks $snap failed"
-  /usr/bin/python3 -c '
-import json, sys
-b = json.load(open(sys.argv[1]))["Blocks"]
-for x in (b[0], b[-1]):
-    print(x["BlockIndex"], x["BlockToken"])' "$T/blocks.json" >"$T/spot.txt"
-  while read -r idx tok; do
-    awsx ebs get-snapshot-block --snapshot-id "$snap" --block-index "$idx" --block-token "$tok" \
-      "$T/spot.bin" >/dev/null || fail "aws ebs get-snapshot-block $snap $idx failed"
-    cmp -s "$T/spot.bin" <(dd if="$raw" bs=524288 skip="$idx" count=1 status=none) ||
-      fail "awscli: block $idx of $snap differs from the source"
-  done <"$T/spot.txt"
-}
-
 # import_ok IMAGE ARGS... - runs import --output=json, leaves the JSON in $T/imp.json
 import_ok() {
   local img=$1

@@ -66,6 +66,8 @@ PY
   cmp -s "$root" "$T/back0.raw" || fail "the root snapshot $s0 differs from its disk"
   readback "$s1" "$T/back1.raw" "$dsize" >/dev/null
   cmp -s "$T/data.raw" "$T/back1.raw" || fail "the data snapshot $s1 differs from its disk"
+  awscli_spot "$s0" "$root"
+  awscli_spot "$s1" "$T/data.raw"
 }
 
 # --- two loose images ---

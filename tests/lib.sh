@@ -420,6 +420,25 @@ kill_import_midway() {
   [ -n "$KILLED_SNAP" ] || fail "the killed import never printed its snapshot id"
 }
 
+# awscli_spot SNAP RAW - Debian's awscli lists the snapshot's blocks and
+# fetches the first and the last; both must equal RAW's bytes there.
+awscli_spot() {
+  local snap=$1 raw=$2 idx tok
+  awsx ebs list-snapshot-blocks --snapshot-id "$snap" >"$T/blocks.json" ||
+    fail "aws ebs list-snapshot-blocks $snap failed"
+  /usr/bin/python3 -c '
+import json, sys
+b = json.load(open(sys.argv[1]))["Blocks"]
+for x in (b[0], b[-1]):
+    print(x["BlockIndex"], x["BlockToken"])' "$T/blocks.json" >"$T/spot.txt"
+  while read -r idx tok; do
+    awsx ebs get-snapshot-block --snapshot-id "$snap" --block-index "$idx" --block-token "$tok" \
+      "$T/spot.bin" >/dev/null || fail "aws ebs get-snapshot-block $snap $idx failed"
+    cmp -s "$T/spot.bin" <(dd if="$raw" bs=524288 skip="$idx" count=1 status=none) ||
+      fail "awscli: block $idx of $snap differs from the source"
+  done <"$T/spot.txt"
+}
+
 awsx() {
   /usr/bin/aws --endpoint-url "$FAKEAWS_URL" --region us-east-1 --output json "$@"
 }
