@@ -109,5 +109,6 @@ int cmd_wait(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_unbundle(int argc, char **argv);
 int cmd_upload_bundle(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 #endif
