@@ -23,7 +23,9 @@ static const char plan_help[] =
   "Usage: amiport plan check PLAN\n"
   "       amiport plan run PLAN (--task N | --task-from-env | --all [--parallel K])\n"
   "                        --results DIR [OPTIONS]\n"
-  "       amiport plan status PLAN --results DIR [--output=json]\n\n"
+  "       amiport plan status PLAN --results DIR [--output=json]\n"
+  "       amiport plan submit PLAN --engine slurm|batch|kubernetes --results DIR ...\n"
+  "                        (see 'amiport plan submit --help')\n\n"
   "A plan is a JSON Lines file, one VM a line:\n"
   "  {\"name\": \"web1\", \"disks\": [\"web1.qcow2\", \"web1-data.vmdk\"], \"ami_name\": \"web1\",\n"
   "   \"description\": \"...\", \"tags\": {\"team\": \"x\"}, \"options\": {\"boot_mode\": \"uefi\"}}\n"
@@ -561,7 +563,7 @@ static int plan_status(int argc, char **argv)
 int cmd_plan(int argc, char **argv)
 {
   if (argc < 2)
-    return cli_usage("plan", "expects check, run or status");
+    return cli_usage("plan", "expects check, run, status or submit");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
     return fputs(plan_help, stdout), EXIT_OK;
   if (strcmp(argv[1], "check") == 0) {
@@ -575,5 +577,7 @@ int cmd_plan(int argc, char **argv)
     return plan_run(argc - 1, argv + 1);
   if (strcmp(argv[1], "status") == 0)
     return plan_status(argc - 1, argv + 1);
-  return cli_usage("plan", "unknown subcommand '%s' (check, run or status)", argv[1]);
+  if (strcmp(argv[1], "submit") == 0)
+    return cli_plan_submit(argc - 1, argv + 1);
+  return cli_usage("plan", "unknown subcommand '%s' (check, run, status or submit)", argv[1]);
 }
