@@ -164,3 +164,37 @@ SLURM_ARRAY_TASK_ID=1 "$AMIPORT" plan run "$P/fleet.jsonl" --task-from-env --res
 [ "$(/usr/bin/python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["snapshot_ids"]))' "$R/db1.json")" = "$snaps" ] ||
   fail "rerun without state: other snapshots: $(cat "$R/db1.json")"
 info "idempotence: reruns (with and without resume state) made no snapshot or AMI"
+
+# --- a task killed midway: the rerun continues the same pending snapshot ---
+cp --sparse=always "$FIXTURES/x86_64-bios-mbr.raw" "$P/late.raw"
+printf '{"name": "late", "disks": ["late.raw"], "ami_name": "fleet late"}\n' >>"$P/fleet.jsonl"
+before=$(counts)
+fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
+"$AMIPORT" plan run "$P/fleet.jsonl" --task 4 --results "$R" >/dev/null 2>"$T/late.err" &
+pid=$!
+late_snap=
+for _ in $(seq 300); do
+  late_snap=$(grep -o 'snap-[0-9a-f]*' "$T/late.err" | head -1)
+  if [ -n "$late_snap" ]; then
+    held=$(fakeaws_ctl GET stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"].get(sys.argv[1], {}).get("blocks", 0))' "$late_snap")
+    [ "$held" -ge 20 ] && break
+  fi
+  sleep 0.1
+done
+kill -9 "$pid"
+wait "$pid" 2>/dev/null
+fakeaws_ctl POST faults '[]' >/dev/null
+[ -n "$late_snap" ] || fail "the killed task never named its snapshot: $(cat "$T/late.err")"
+[ ! -e "$R/late.json" ] || fail "the killed task wrote a ledger: $(cat "$R/late.json")"
+amiport_ok plan run "$P/fleet.jsonl" --task 4 --results "$R"
+[ "$(json_get "$R/late.json" state)" = done ] || fail "late: $(cat "$R/late.json")"
+[ "$(json_get "$R/late.json" resumed)" = true ] || fail "late: the rerun did not resume: $(cat "$R/late.json")"
+[ "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["snapshot_ids"][0])' "$R/late.json")" = "$late_snap" ] ||
+  fail "late: the rerun did not continue $late_snap: $(cat "$R/late.json")"
+readback "$late_snap" "$P/late.raw"
+set -- $before
+[ "$(counts)" = "$(($1 + 1)) $(($2 + 1))" ] || fail "late: counts $before -> $(counts), expected one more snapshot and AMI"
+# the plan changed (a line added): its digest tags the new AMI, and status counts 5 lines
+expect_rc 1 plan status "$P/fleet.jsonl" --results "$R"
+grep -q '^5 lines: 3 done, 1 failed, 1 refused, 0 pending' "$T/stdout" || fail "status: $(cat "$T/stdout")"
+info "a task killed midway: the rerun resumed $late_snap, one snapshot and one AMI in all"
