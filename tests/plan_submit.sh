@@ -99,3 +99,10 @@ printf '#!/bin/sh\necho "sbatch: error: invalid partition" >&2\nexit 1\n' >"$T/b
 PATH=$T/bin:$PATH expect_rc 1 plan submit "$P" --engine slurm --results "$R"
 stderr_has "sbatch --array=0-2%4 .* failed \(exit 1\)"
 info "slurm: the script, sbatch --array=0-2%2, the job id; a failing sbatch is an error"
+
+# --- an S3 ledger: the tasks get s3://...; the job files go in the current folder ---
+mkdir -p "$T/cwd"
+(cd "$T/cwd" && "$AMIPORT" plan submit "$P" --engine kubernetes --results s3://ledger-bucket/runs --image img \
+  >"$T/stdout" 2>"$T/stderr") || fail "submit with an S3 ledger: $(cat "$T/stderr")"
+grep -q '"s3://ledger-bucket/runs"' "$T/cwd/Fleet_1.k8s-job.json" || fail "the S3 LOC is not in the command: $(cat "$T/cwd/Fleet_1.k8s-job.json")"
+info "an S3 ledger: the job's command names it, the job file is in the current folder"

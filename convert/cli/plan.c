@@ -5,6 +5,7 @@
 #include "inspect.h"
 #include "plan.h"
 #include "progress.h"
+#include "s3.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,14 +49,15 @@ static const char plan_help[] =
   "                            or JOB_COMPLETION_INDEX\n"
   "      --all                 every line, on this machine\n"
   "      --parallel K          with --all: K lines at once (default 1)\n"
-  "      --results DIR         where the ledger goes (created if missing)\n"
+  "      --results LOC         where the ledger goes: a folder (created if missing)\n"
+  "                            or s3://BUCKET/PREFIX (one PutObject a line)\n"
   "      --max-requests-per-second R\n"
   "                            at most R block requests a second per task (default\n"
   "                            1000; a line's options.max_rate wins)\n"
   AWS_HELP
   "\nstatus counts the lines by state (done, failed, refused, pending: no ledger\n"
   "yet), lists the failures and their reasons, and totals bytes and seconds. It\n"
-  "exits 0 only when every line is done.\n"
+  "exits 0 only when every line is done. It takes the AWS options for an S3 LOC.\n"
   "      --output FMT          human (default) or json\n"
   "  -h, --help                show this help\n";
 
@@ -177,6 +179,7 @@ static int plan_check(const char *path)
 
 struct run_args {
   const char *results;
+  char *bucket, *prefix;      /* --results s3://BUCKET/PREFIX */
   struct aws_opts aws;
   double max_rate;
   bool progress;
@@ -189,9 +192,39 @@ static const char *err_name(int code)
   return code >= 0 && (size_t)code < sizeof n / sizeof *n ? n[code] : "error";
 }
 
-/* DIR/NAME.json, written whole then renamed over the old one. */
-static int ledger_write(const char *dir, const char *name, json_object *j, struct error *e)
+/* The ledger's S3 key for a line. */
+static void ledger_key(const char *prefix, const char *name, char *out, size_t len)
 {
+  snprintf(out, len, "%s%s%s.json", prefix && *prefix ? prefix : "", prefix && *prefix ? "/" : "",
+           name);
+}
+
+/* One PutObject: S3 stores the object whole or not at all. */
+static int ledger_put(const struct run_args *ra, const char *name, const char *text,
+                      struct error *e)
+{
+  char key[1200];
+  struct aws_ctx ctx;
+  ledger_key(ra->prefix, name, key, sizeof key);
+  if (aws_ctx_init(&ctx, &ra->aws, e) < 0)
+    return -1;
+  struct s3_put put = { .bucket = ra->bucket, .key = key, .body = text, .len = strlen(text),
+                        .content_type = "application/json" };
+  int rc = s3_put_object(&ctx, &put, e);
+  aws_ctx_free(&ctx);
+  if (rc < 0)
+    error_prefix(e, "the result s3://%s/%s", ra->bucket, key);
+  return rc;
+}
+
+/* DIR/NAME.json, written whole then renamed over the old one (or put in S3). */
+static int ledger_write(const struct run_args *ra, const char *name, json_object *j,
+                        struct error *e)
+{
+  if (ra->bucket)
+    return ledger_put(ra, name, json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE), e);
+  const char *dir = ra->results;
   char path[PATH_MAX], tmp[PATH_MAX + 32];
   if (mkdir(dir, 0777) < 0 && errno != EEXIST)
     return error_errno(e, "cannot create the results folder %s", dir);
@@ -318,7 +351,7 @@ ledger:;
   }
   struct error we = { 0 };
   int rc = strcmp(state, "done") ? 1 : 0;
-  if (ledger_write(ra->results, l->name, j, &we) < 0) {
+  if (ledger_write(ra, l->name, j, &we) < 0) {
     cli_fail(&we);
     rc = 1;
   }
@@ -444,32 +477,96 @@ static int plan_run(int argc, char **argv)
     return cli_usage("plan run", "takes one of --task N, --task-from-env and --all");
   if (!ra.results)
     return cli_usage("plan run", "--results DIR is required");
-  if (strncmp(ra.results, "s3://", 5) == 0)
-    return cli_usage("plan run", "--results %s: an S3 ledger is not supported yet; give a folder",
-                     ra.results);
-  if (from_env && task_from_env(&task) < 0)
+  if (strncmp(ra.results, "s3://", 5) == 0 &&
+      cli_s3_target("plan run", ra.results, &ra.bucket, &ra.prefix) != 0)
     return EXIT_USAGE;
-  struct plan p;
+  int rc = EXIT_USAGE;
+  struct plan p = { 0 };
   struct error e = { 0 };
-  if (plan_load(argv[optind], &p, &e) < 0)
-    return cli_fail(&e);
+  if (from_env && task_from_env(&task) < 0)
+    goto out;
+  if (plan_load(argv[optind], &p, &e) < 0) {
+    rc = cli_fail(&e);
+    goto out;
+  }
   if (!all && (size_t)task >= p.n) {
-    size_t n_lines = p.n;
-    plan_free(&p);
-    return cli_usage("plan run", "task %ld: the plan has %zu lines (0 to %zu)", task, n_lines,
-                     n_lines - 1);
+    cli_usage("plan run", "task %ld: the plan has %zu lines (0 to %zu)", task, p.n, p.n - 1);
+    goto out;
   }
   cli_catch_signals();
-  int rc = all ? run_all(&p, parallel, &ra) : run_line(&p, (size_t)task, &ra);
+  rc = (all ? run_all(&p, parallel, &ra) : run_line(&p, (size_t)task, &ra)) ? EXIT_FAIL : EXIT_OK;
+out:
   plan_free(&p);
-  return rc ? EXIT_FAIL : EXIT_OK;
+  free(ra.bucket);
+  free(ra.prefix);
+  return rc;
 }
 
 /* ---- status ---- */
 
+/* Where status reads the ledger from: a folder, or S3 (listed once). */
+struct ledgers {
+  const char *dir;
+  char *bucket, *prefix;
+  struct aws_ctx ctx;
+  bool ctx_ok;
+  struct s3_list list;
+};
+
+static int ledgers_open(struct ledgers *lg, const char *results, const struct aws_opts *ao,
+                        struct error *e)
+{
+  lg->dir = results;
+  if (strncmp(results, "s3://", 5) != 0)
+    return 0;
+  if (cli_s3_target("plan status", results, &lg->bucket, &lg->prefix) != 0)
+    return error_set(e, ERR_USAGE, "--results %s: not s3://BUCKET/PREFIX", results);
+  if (aws_ctx_init(&lg->ctx, ao, e) < 0)
+    return -1;
+  lg->ctx_ok = true;
+  char pre[1100];
+  snprintf(pre, sizeof pre, "%s%s", lg->prefix && *lg->prefix ? lg->prefix : "",
+           lg->prefix && *lg->prefix ? "/" : "");
+  return s3_list_objects(&lg->ctx, lg->bucket, pre, &lg->list, e);
+}
+
+/* A line's ledger; NULL with e->code 0 when there is none (or it is not
+ * JSON: a task that died writing it never renamed it into place). */
+static json_object *ledger_read(struct ledgers *lg, const char *name, struct error *e)
+{
+  e->code = 0;
+  if (!lg->bucket) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.json", lg->dir, name);
+    return json_object_from_file(path);
+  }
+  char key[1200];
+  ledger_key(lg->prefix, name, key, sizeof key);
+  if (!s3_list_find(&lg->list, key))
+    return NULL;
+  uint8_t *buf = NULL;
+  size_t len;
+  if (s3_get_object(&lg->ctx, lg->bucket, key, 1 << 20, &buf, &len, e) < 0)
+    return NULL;
+  json_object *j = json_tokener_parse((const char *)buf);
+  free(buf);
+  return j;
+}
+
+static void ledgers_close(struct ledgers *lg)
+{
+  if (lg->bucket)
+    s3_list_free(&lg->list);
+  if (lg->ctx_ok)
+    aws_ctx_free(&lg->ctx);
+  free(lg->bucket);
+  free(lg->prefix);
+}
+
 static int plan_status(int argc, char **argv)
 {
   static const struct option longopts[] = {
+    AWS_LONGOPTS,
     { "results", required_argument, NULL, 0x504 },
     { "output", required_argument, NULL, 0x506 },
     { "help", no_argument, NULL, 'h' },
@@ -477,8 +574,11 @@ static int plan_status(int argc, char **argv)
   };
   const char *results = NULL;
   enum output out = OUTPUT_HUMAN;
+  struct aws_opts ao = { 0 };
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (cli_aws_option(c, optarg, &ao))
+      continue;
     switch (c) {
     case 0x504: results = optarg; break;
     case 0x506:
@@ -497,15 +597,24 @@ static int plan_status(int argc, char **argv)
   struct error e = { 0 };
   if (plan_load(argv[optind], &p, &e) < 0)
     return cli_fail(&e);
+  struct ledgers lg = { 0 };
+  if (ledgers_open(&lg, results, &ao, &e) < 0) {
+    plan_free(&p);
+    return cli_fail(&e);
+  }
   static const char *const states[] = { "done", "failed", "refused", "pending" };
   size_t count[4] = { 0 };
+  int rc_fail = EXIT_FAIL;
   int64_t bytes = 0;
   double seconds = 0;
   json_object *lines = json_object_new_array();
   for (size_t i = 0; i < p.n; i++) {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s.json", results, p.lines[i].name);
-    json_object *j = json_object_from_file(path), *v;
+    json_object *j = ledger_read(&lg, p.lines[i].name, &e), *v;
+    if (!j && e.code) {
+      rc_fail = cli_fail(&e);
+      json_object_put(lines);
+      goto out;
+    }
     const char *st = "pending";
     if (j && json_object_object_get_ex(j, "state", &v) && json_object_is_type(v, json_type_string))
       st = json_object_get_string(v);
@@ -555,9 +664,11 @@ static int plan_status(int argc, char **argv)
     }
     json_object_put(lines);
   }
-  int rc = count[0] == p.n ? EXIT_OK : EXIT_FAIL;
+  rc_fail = count[0] == p.n ? EXIT_OK : EXIT_FAIL;
+out:
+  ledgers_close(&lg);
   plan_free(&p);
-  return rc;
+  return rc_fail;
 }
 
 int cmd_plan(int argc, char **argv)

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 static const char submit_help[] =
-  "Usage: amiport plan submit PLAN --engine slurm|batch|kubernetes --results DIR\n"
+  "Usage: amiport plan submit PLAN --engine slurm|batch|kubernetes --results LOC\n"
   "                           [--concurrency K] [OPTIONS]\n\n"
   "Runs the plan's lines as one array job, a task per line, each running\n"
   "'amiport plan run PLAN --task-from-env --results DIR\n"
@@ -35,8 +35,10 @@ static const char submit_help[] =
   "The machines or the container image that run the tasks need amiport, and\n"
   "must see the plan, its disks and DIR at the same paths.\n"
   "      --engine E            slurm, batch or kubernetes\n"
-  "      --results DIR         the results folder the tasks write (created here if\n"
-  "                            missing; the job files go there too)\n"
+  "      --results LOC         where the tasks write their results: a folder (created\n"
+  "                            if missing; the job files go there too) or\n"
+  "                            s3://BUCKET/PREFIX (the job files go in the current\n"
+  "                            folder)\n"
   "      --concurrency K       at most K tasks at once (default 4)\n"
   "      --account-rate R      the account's PutSnapshotBlock requests a second\n"
   "                            (default 1000)\n"
@@ -56,6 +58,7 @@ struct submit {
   double account_rate;
   bool dry;
   char plan[PATH_MAX], results_abs[PATH_MAX], name[PLAN_NAME_MAX + 1];
+  char jobdir[PATH_MAX];       /* where the job files go: the results folder, or . for S3 */
   char rate[32];
   size_t n;
 };
@@ -164,7 +167,7 @@ static int submit_slurm(const struct submit *s, struct error *e)
                               "#SBATCH --output=%s/slurm-%%A_%%a.out\n"
                               "#SBATCH --ntasks=1\n"
                               "exec",
-                              s->plan, jn, s->results_abs);
+                              s->plan, jn, s->jobdir);
   const char *argv[12];
   task_argv(s, self, argv);
   for (size_t i = 0; argv[i] && o < sizeof text; i++) {
@@ -174,7 +177,7 @@ static int submit_slurm(const struct submit *s, struct error *e)
   if (o + 2 >= sizeof text)
     return error_set(e, ERR_USAGE, "the job script for %s is too long", s->plan);
   strcat(text, "\n");
-  snprintf(script, sizeof script, "%s/%s.sbatch", s->results_abs, s->name);
+  snprintf(script, sizeof script, "%s/%s.sbatch", s->jobdir, s->name);
   if (write_file(script, text, 0755, e) < 0)
     return -1;
   char array[64];
@@ -241,7 +244,7 @@ static int submit_batch(const struct submit *s, struct error *e)
   json_object *retry = json_object_new_object();
   json_object_object_add(retry, "attempts", json_object_new_int(3));
   json_object_object_add(def, "retryStrategy", retry);
-  snprintf(path, sizeof path, "%s/%s.batch-job-definition.json", s->results_abs, s->name);
+  snprintf(path, sizeof path, "%s/%s.batch-job-definition.json", s->jobdir, s->name);
   if (write_json(path, def, e) < 0)
     return -1;
   printf("%s\n", path);
@@ -263,7 +266,7 @@ static int submit_batch(const struct submit *s, struct error *e)
     json_object_object_add(ov, "environment", env);
     json_object_object_add(sj, "containerOverrides", ov);
   }
-  snprintf(path, sizeof path, "%s/%s.batch-submit-job.json", s->results_abs, s->name);
+  snprintf(path, sizeof path, "%s/%s.batch-submit-job.json", s->jobdir, s->name);
   if (write_json(path, sj, e) < 0)
     return -1;
   printf("%s\n", path);
@@ -297,7 +300,7 @@ static int submit_k8s(const struct submit *s, struct error *e)
   json_object_object_add(tpl, "spec", ps);
   json_object_object_add(spec, "template", tpl);
   json_object_object_add(job, "spec", spec);
-  snprintf(path, sizeof path, "%s/%s.k8s-job.json", s->results_abs, s->name);
+  snprintf(path, sizeof path, "%s/%s.k8s-job.json", s->jobdir, s->name);
   if (write_json(path, job, e) < 0)
     return -1;
   printf("%s\n", path);
@@ -379,10 +382,22 @@ int cli_plan_submit(int argc, char **argv)
   plan_free(&p);
   if (!realpath(argv[optind], s.plan))
     return error_errno(&e, "%s", argv[optind]), cli_fail(&e);
-  if (mkdir(s.results, 0777) < 0 && errno != EEXIST)
-    return error_errno(&e, "cannot create the results folder %s", s.results), cli_fail(&e);
-  if (!realpath(s.results, s.results_abs))
-    return error_errno(&e, "%s", s.results), cli_fail(&e);
+  if (strncmp(s.results, "s3://", 5) == 0) {
+    char *b, *pre;
+    if (cli_s3_target("plan submit", s.results, &b, &pre) != 0)
+      return EXIT_USAGE;
+    free(b);
+    free(pre);
+    snprintf(s.results_abs, sizeof s.results_abs, "%s", s.results);
+    if (!getcwd(s.jobdir, sizeof s.jobdir))
+      return error_errno(&e, "cannot tell the current folder"), cli_fail(&e);
+  } else {
+    if (mkdir(s.results, 0777) < 0 && errno != EEXIST)
+      return error_errno(&e, "cannot create the results folder %s", s.results), cli_fail(&e);
+    if (!realpath(s.results, s.results_abs))
+      return error_errno(&e, "%s", s.results), cli_fail(&e);
+    snprintf(s.jobdir, sizeof s.jobdir, "%s", s.results_abs);
+  }
   unsigned k = s.concurrency < s.n ? s.concurrency : (unsigned)s.n;
   snprintf(s.rate, sizeof s.rate, "%.0f", s.account_rate / k >= 1 ? s.account_rate / k : 1);
   int rc = s.engine == ENG_SLURM ? submit_slurm(&s, &e)
