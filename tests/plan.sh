@@ -60,7 +60,7 @@ printf '\n\n' >"$T/bad.jsonl"
 expect_rc 1 plan check "$T/bad.jsonl"
 stderr_has "the plan has no lines"
 expect_rc 2 plan run "$P/fleet.jsonl" --all
-stderr_has "--results DIR is required"
+stderr_has "--results LOC is required"
 expect_rc 2 plan run "$P/fleet.jsonl" --task 9 --results "$T/r"
 stderr_has "the plan has 4 lines"
 info "validation: errors name the line, the field and the value"

@@ -23,14 +23,14 @@
 static const char plan_help[] =
   "Usage: amiport plan check PLAN\n"
   "       amiport plan run PLAN (--task N | --task-from-env | --all [--parallel K])\n"
-  "                        --results DIR [OPTIONS]\n"
-  "       amiport plan status PLAN --results DIR [--output=json]\n"
-  "       amiport plan submit PLAN --engine slurm|batch|kubernetes --results DIR ...\n"
+  "                        --results LOC [OPTIONS]\n"
+  "       amiport plan status PLAN --results LOC [--output=json]\n"
+  "       amiport plan submit PLAN --engine slurm|batch|kubernetes --results LOC ...\n"
   "                        (see 'amiport plan submit --help')\n\n"
   "A plan is a JSON Lines file, one VM a line:\n"
   "  {\"name\": \"web1\", \"disks\": [\"web1.qcow2\", \"web1-data.vmdk\"], \"ami_name\": \"web1\",\n"
   "   \"description\": \"...\", \"tags\": {\"team\": \"x\"}, \"options\": {\"boot_mode\": \"uefi\"}}\n"
-  "name is unique (it names DIR/NAME.json); the first disk is the root; a relative\n"
+  "name is unique (it names LOC/NAME.json); the first disk is the root; a relative\n"
   "disk path is taken from the plan's folder. options are import's options without\n"
   "their dashes: arch, boot_mode, ena, encrypted, force, imds_support, jobs,\n"
   "keep_volumes, kms_key_id, max_rate, no_register, root_device, sparse, timeout,\n"
@@ -38,7 +38,7 @@ static const char plan_help[] =
   "check validates every line, runs check on every VM's disks and prints what\n"
   "would be imported and what refused; it exits 1 if any line would be refused.\n\n"
   "run imports line N (0 = the first line), as 'amiport import' would, and writes\n"
-  "DIR/NAME.json (state done, failed or refused; the AMI and snapshot ids, bytes,\n"
+  "LOC/NAME.json (state done, failed or refused; the AMI and snapshot ids, bytes,\n"
   "seconds, the error). A task is idempotent: each disk's resume state and\n"
   "ClientToken derive from the plan's name, the line's name, the disk's index and\n"
   "the disk's size and mtime, so a rerun continues the same snapshots, and an AMI\n"
@@ -476,7 +476,7 @@ static int plan_run(int argc, char **argv)
   if ((task >= 0) + from_env + all != 1)
     return cli_usage("plan run", "takes one of --task N, --task-from-env and --all");
   if (!ra.results)
-    return cli_usage("plan run", "--results DIR is required");
+    return cli_usage("plan run", "--results LOC is required");
   if (strncmp(ra.results, "s3://", 5) == 0 &&
       cli_s3_target("plan run", ra.results, &ra.bucket, &ra.prefix) != 0)
     return EXIT_USAGE;
@@ -592,7 +592,7 @@ static int plan_status(int argc, char **argv)
   if (optind + 1 != argc)
     return cli_usage("plan status", "expects one PLAN");
   if (!results)
-    return cli_usage("plan status", "--results DIR is required");
+    return cli_usage("plan status", "--results LOC is required");
   struct plan p;
   struct error e = { 0 };
   if (plan_load(argv[optind], &p, &e) < 0)
