@@ -69,11 +69,24 @@ int amiport_state_dir(char *out, size_t len, struct error *e)
   return 0;
 }
 
-static void state_key(struct img *src, struct aws_ctx *ctx, const struct import_opts *o,
-                      char key[65])
+static void state_key(struct img *src, size_t index, struct aws_ctx *ctx,
+                      const struct import_opts *o, char key[65])
 {
   char buf[8192], real[PATH_MAX];
   struct stat st = { 0 };
+  if (o->state_id) {
+    stat(src->path, &st);
+    int n = snprintf(buf, sizeof buf, "task|%s|disk%zu|%llu|%lld.%09ld|%s|%s|%d|%d|%s",
+                     o->state_id, index, (unsigned long long)src->size,
+                     (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, ctx->endpoint[AWS_EBS],
+                     ctx->region, (int)o->sparse, (int)o->encrypted,
+                     o->kms_key_arn ? o->kms_key_arn : "");
+    uint8_t d[32];
+    ebs_sha256(buf, n > 0 && (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1, d);
+    for (int i = 0; i < 32; i++)
+      sprintf(key + 2 * i, "%02x", d[i]);
+    return;
+  }
   if (!realpath(src->path, real))
     snprintf(real, sizeof real, "%s", src->path);
   stat(real, &st);
@@ -132,13 +145,13 @@ static int state_parse(struct state *s, const char *h, struct error *e)
   return 0;
 }
 
-static int state_open(struct state *s, struct img *src, struct aws_ctx *ctx,
+static int state_open(struct state *s, struct img *src, size_t index, struct aws_ctx *ctx,
                       const struct import_opts *o, bool *existed, struct error *e)
 {
   char dir[PATH_MAX - 100];
   if (amiport_state_dir(dir, sizeof dir, e) < 0)
     return -1;
-  state_key(src, ctx, o, s->key);
+  state_key(src, index, ctx, o, s->key);
   snprintf(s->path, sizeof s->path, "%s/import-%.32s.state", dir, s->key);
   s->nblocks = (src->size + EBS_BLOCK - 1) / EBS_BLOCK;
   s->fd = open(s->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -153,6 +166,16 @@ static int state_open(struct state *s, struct img *src, struct aws_ctx *ctx,
       return error_set(e, ERR_FORMAT, "%s: truncated import state (delete it to start over)",
                        s->path);
     if (state_parse(s, h, e) < 0)
+      return -1;
+  } else if (o->state_id) {
+    /* lost state, same token: StartSnapshot answers with the same snapshot */
+    char t[80];
+    uint8_t d[32];
+    snprintf(t, sizeof t, "token|%s", s->key);
+    ebs_sha256(t, strlen(t), d);
+    for (int i = 0; i < 16; i++)
+      sprintf(s->nonce + 2 * i, "%02x", d[i]);
+    if (state_save(s, e) < 0)
       return -1;
   } else {
     uint8_t r[16];
@@ -200,6 +223,7 @@ static int state_restart(struct state *s, struct error *e)
 /* One disk of an import as it goes: its state and its upload. */
 struct job {
   struct import_disk *d;
+  size_t index;
   struct state s;
   bool created;           /* this run started its snapshot */
   struct ebs_upload u;
@@ -217,14 +241,14 @@ static int job_begin(struct job *j, struct aws_ctx *ctx, const struct import_opt
   struct img *src = j->d->src;
   struct import_result *r = &j->d->r;
   struct state *s = &j->s;
-  bool existed;
+  bool existed = false;
   uint64_t gib = (src->size + (1ull << 30) - 1) >> 30;
   if (gib == 0)
     gib = 1;
   if (gib > EBS_MAX_VOLUME_GIB)
     return error_set(e, ERR_UNSUPPORTED, "%s: %llu GiB is larger than an EBS snapshot can be "
                      "(%u GiB)", src->path, (unsigned long long)gib, EBS_MAX_VOLUME_GIB);
-  if (state_open(s, src, ctx, o, &existed, e) < 0)
+  if (state_open(s, src, j->index, ctx, o, &existed, e) < 0)
     return -1;
   snprintf(r->state_path, sizeof r->state_path, "%s", s->path);
   if (o->resume_only && !s->snapshot[0]) {
@@ -262,6 +286,17 @@ static int job_begin(struct job *j, struct aws_ctx *ctx, const struct import_opt
     if (ebs_start_snapshot(ctx, &st, s->snapshot, e) < 0)
       return -1;
     j->created = true;
+    if (o->state_id && !existed) {
+      /* a task whose state was lost: its token may name the snapshot an
+       * earlier run made, complete already */
+      char sst[32];
+      if (ec2_snapshot_state(ctx, s->snapshot, sst, sizeof sst, NULL, 0, e) < 0)
+        return -1;
+      if (strcmp(sst, "completed") == 0) {
+        s->completed = r->resumed = true;
+        j->created = false;
+      }
+    }
     if (state_save(s, e) < 0)
       return -1;
   }
@@ -401,7 +436,7 @@ int import_disks(struct import_disk *d, size_t n, struct aws_ctx *ctx,
   int rc = -1;
   size_t opened = 0, done = 0;
   for (size_t i = 0; i < n; i++) {
-    jobs[i] = (struct job){ .d = &d[i], .s = { .fd = -1 } };
+    jobs[i] = (struct job){ .d = &d[i], .index = i, .s = { .fd = -1 } };
     memset(&d[i].r, 0, sizeof d[i].r);
   }
   for (; opened < n; opened++) {
@@ -465,8 +500,15 @@ int import_disks(struct import_disk *d, size_t n, struct aws_ctx *ctx,
     goto out; /* the snapshots stay, complete but not registered */
   reg.disks = disks;
   reg.ndisks = m;
-  char image[EBS_ID_MAX];
-  if (ec2_register_image(ctx, &reg, image, e) < 0)
+  char image[EBS_ID_MAX] = "";
+  if (o->reuse_image) {
+    int f = ec2_find_image(ctx, reg.name, reg.tags, reg.ntags, image, e);
+    if (f < 0)
+      goto out; /* the snapshots are complete; a rerun registers them */
+    for (size_t i = 0; f > 0 && i < n; i++)
+      d[i].r.image_reused = true;
+  }
+  if (!image[0] && ec2_register_image(ctx, &reg, image, e) < 0)
     goto fail;
   for (size_t i = 0; i < n; i++) {
     snprintf(d[i].r.image_id, sizeof d[i].r.image_id, "%s", image);

@@ -33,6 +33,13 @@ struct import_opts {
   unsigned wait_timeout_s;    /* 0: wait as long as it takes */
   struct ec2_register reg;    /* everything but the root disk; its disks, if any, are
                                  mapped too (at most IMPORT_MAX_EXTRA) */
+  /* A plan's task: each disk's resume state and ClientToken derive from
+   * this, the disk's index and the source's size and mtime (not a random
+   * nonce), so a task rerun anywhere asks for the same snapshots. */
+  const char *state_id;
+  /* Before RegisterImage: an AMI of reg.name carrying the same amiport:*
+   * tags as reg.tags is taken as this import's (a rerun registers none). */
+  bool reuse_image;
   const volatile sig_atomic_t *cancel;
   void (*on_event)(void *arg, enum import_event ev, const char *snapshot_id);
   void *event_arg;
@@ -47,6 +54,7 @@ struct import_result {
   char snapshot_id[EBS_ID_MAX], image_id[EBS_ID_MAX];
   char state_path[PATH_MAX];
   bool resumed, already_done;
+  bool image_reused;          /* reuse_image found it */
   bool completed;             /* the snapshot is complete (registration may not be) */
   uint64_t blocks_before, blocks_uploaded, blocks_skipped, bytes_uploaded;
   unsigned retries;

@@ -41,6 +41,7 @@ lib_cleanup() {
   local rc=$?
   [ -n "${FAKEAWS_PID:-}" ] && kill "$FAKEAWS_PID" 2>/dev/null && wait "$FAKEAWS_PID" 2>/dev/null
   [ -n "${S3RVER_PID:-}" ] && kill "$S3RVER_PID" 2>/dev/null && wait "$S3RVER_PID" 2>/dev/null
+  [ -n "${SLURM_PIDS:-}" ] && stop_slurm
   if [ -n "$T" ] && [ -d "$T" ]; then
     if [ "$rc" -eq 0 ]; then
       rm -rf "$T"
@@ -499,4 +500,92 @@ s3rver_requests() {
 
 s3x() {
   /usr/bin/aws --endpoint-url "$S3RVER_URL" --region us-east-1 --output json "$@"
+}
+
+# start_slurm - a single-node Slurm from Debian's slurm-wlm and munge, with
+# no systemd and no cgroups (proctrack/linuxproc, task/none, accounting
+# off): munged, slurmctld and slurmd started by hand with their state,
+# spool, sockets and logs under $T/slurm, on free ports, and SLURM_CONF
+# exported for sbatch, squeue and scancel. Stopped by PID when the test ends.
+SLURM_PIDS=
+start_slurm() {
+  local d=$T/slurm host me i p1 p2
+  for i in munged slurmctld slurmd sbatch squeue scancel; do
+    command -v "$i" >/dev/null || [ -x "/usr/sbin/$i" ] ||
+      skip "$i is not installed (Debian's slurm-wlm and munge)"
+  done
+  mkdir -p "$d/state" "$d/spool"
+  chmod 700 "$d"
+  host=$(hostname -s)
+  me=$(id -un)
+  head -c 1024 /dev/urandom >"$d/munge.key"
+  chmod 600 "$d/munge.key"
+  /usr/sbin/munged --force --key-file="$d/munge.key" --socket="$d/munge.sock" \
+    --pid-file="$d/munged.pid" --log-file="$d/munged.log" --seed-file="$d/munged.seed" ||
+    fail "munged did not start: $(cat "$d/munged.log" 2>/dev/null)"
+  SLURM_PIDS=$(cat "$d/munged.pid")
+  p1=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  p2=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat >"$d/slurm.conf" <<CONF
+ClusterName=amiport
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=$me
+SlurmdUser=$me
+AuthType=auth/munge
+AuthInfo=socket=$d/munge.sock
+CredType=cred/munge
+SlurmctldPort=$p1
+SlurmdPort=$p2
+StateSaveLocation=$d/state
+SlurmdSpoolDir=$d/spool
+SlurmctldPidFile=$d/slurmctld.pid
+SlurmdPidFile=$d/slurmd.pid
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+MpiDefault=none
+KillWait=5
+SlurmctldLogFile=$d/slurmctld.log
+SlurmdLogFile=$d/slurmd.log
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
+PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+  export SLURM_CONF=$d/slurm.conf
+  /usr/sbin/slurmctld -D -c -i >"$d/slurmctld.out" 2>&1 &
+  SLURM_PIDS="$SLURM_PIDS $!"
+  /usr/sbin/slurmd -D -N "$host" >"$d/slurmd.out" 2>&1 &
+  SLURM_PIDS="$SLURM_PIDS $!"
+  for i in $(seq 100); do
+    sinfo -h -o %t 2>/dev/null | grep -qx idle && return 0
+    sleep 0.2
+  done
+  tail -n 20 "$d/slurmctld.log" "$d/slurmd.log" >&2
+  fail "the single-node Slurm did not come up within 20 s"
+}
+
+stop_slurm() {
+  local p
+  for p in $SLURM_PIDS; do
+    kill "$p" 2>/dev/null
+  done
+  for p in $SLURM_PIDS; do
+    wait "$p" 2>/dev/null
+  done
+  SLURM_PIDS=
+}
+
+# slurm_wait JOBID [SECONDS] - waits until the job (every array element)
+# has left the queue.
+slurm_wait() {
+  local i
+  for i in $(seq $((${2:-180} * 5))); do
+    [ -z "$(squeue -h -j "$1" 2>/dev/null)" ] && return 0
+    sleep 0.2
+  done
+  fail "Slurm job $1 still queued or running after ${2:-180} s: $(squeue -j "$1")"
 }

@@ -156,5 +156,9 @@ int ec2_parse_snapshot(void *doc, const char *snap, struct ec2_snapshot_info *si
 int ec2_images_using(struct aws_ctx *ctx, const char *snap, char (*ids)[EBS_ID_MAX], size_t *n,
                      struct error *e);
 int ec2_parse_image_ids(void *doc, char (*ids)[EBS_ID_MAX], size_t *n);
+/* DescribeImages of this account's available or pending AMI called name
+ * that carries every amiport:* tag of tags: 1 and its id, 0 if none. */
+int ec2_find_image(struct aws_ctx *ctx, const char *name, const struct aws_tag *tags,
+                   size_t ntags, char ami[EBS_ID_MAX], struct error *e);
 
 #endif

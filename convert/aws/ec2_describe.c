@@ -282,3 +282,34 @@ int ec2_images_using(struct aws_ctx *ctx, const char *snap, char (*ids)[EBS_ID_M
   ec2_free(doc);
   return rc;
 }
+
+int ec2_find_image(struct aws_ctx *ctx, const char *name, const struct aws_tag *tags,
+                   size_t ntags, char ami[EBS_ID_MAX], struct error *e)
+{
+  ami[0] = 0;
+  struct ec2_params p = { 0 };
+  unsigned f = 1;
+  ec2_param(&p, "Owner.1", "self");
+  ec2_paramf(&p, "name", "Filter.%u.Name", f);
+  ec2_paramf(&p, name, "Filter.%u.Value.1", f++);
+  ec2_paramf(&p, "state", "Filter.%u.Name", f);
+  ec2_paramf(&p, "available", "Filter.%u.Value.1", f);
+  ec2_paramf(&p, "pending", "Filter.%u.Value.2", f++);
+  for (size_t i = 0; i < ntags; i++)
+    if (strncmp(tags[i].key, "amiport:", 8) == 0) {
+      char k[160];
+      snprintf(k, sizeof k, "tag:%s", tags[i].key);
+      ec2_paramf(&p, k, "Filter.%u.Name", f);
+      ec2_paramf(&p, tags[i].value, "Filter.%u.Value.1", f++);
+    }
+  void *doc = ec2_call(ctx, "DescribeImages", &p, e);
+  if (!doc)
+    return -1;
+  char ids[EC2_MAX_IMAGES][EBS_ID_MAX];
+  size_t n;
+  ec2_parse_image_ids(doc, ids, &n);
+  ec2_free(doc);
+  if (n)
+    snprintf(ami, EBS_ID_MAX, "%s", ids[0]);
+  return n > 0;
+}

@@ -109,5 +109,8 @@ int cmd_wait(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_unbundle(int argc, char **argv);
 int cmd_upload_bundle(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+/* plan submit (plan_submit.c) */
+int cli_plan_submit(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const struct command {
   { "bundle", "pack an image as an instance-store bundle (ec2-bundle-image format)", cmd_bundle },
   { "unbundle", "check and unpack an instance-store bundle to an image", cmd_unbundle },
   { "upload-bundle", "upload a bundle's parts and manifest to S3", cmd_upload_bundle },
+  { "plan", "check, import and follow a fleet's plan (one VM a line)", cmd_plan },
 };
 
 static void usage(FILE *f)
