@@ -74,10 +74,15 @@ static void state_key(struct img *src, size_t index, struct aws_ctx *ctx,
 {
   char buf[8192], real[PATH_MAX];
   struct stat st = { 0 };
+  /* a bundle at the same place may be another bundle: its digest tells */
+  const struct manifest *m = bundle_image_manifest(src);
   if (o->state_id) {
-    stat(src->path, &st);
-    int n = snprintf(buf, sizeof buf, "task|%s|disk%zu|%llu|%lld.%09ld|%s|%s|%d|%d|%s",
-                     o->state_id, index, (unsigned long long)src->size,
+    /* the source's identity: a bundle's image digest (it may be in S3),
+     * else the file's size and mtime */
+    if (!m)
+      stat(src->path, &st);
+    int n = snprintf(buf, sizeof buf, "task|%s|disk%zu|%llu|%s|%lld.%09ld|%s|%s|%d|%d|%s",
+                     o->state_id, index, (unsigned long long)src->size, m ? m->digest : "",
                      (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, ctx->endpoint[AWS_EBS],
                      ctx->region, (int)o->sparse, (int)o->encrypted,
                      o->kms_key_arn ? o->kms_key_arn : "");
@@ -90,8 +95,6 @@ static void state_key(struct img *src, size_t index, struct aws_ctx *ctx,
   if (!realpath(src->path, real))
     snprintf(real, sizeof real, "%s", src->path);
   stat(real, &st);
-  /* a bundle at the same place may be another bundle: its digest tells */
-  const struct manifest *m = bundle_image_manifest(src);
   int n = snprintf(buf, sizeof buf, "%s|%s|%llu|%llu|%llu|%lld.%09ld|%s|%s|%d|%d|%s", real,
                    m ? m->digest : "",
                    (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,

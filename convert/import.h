@@ -34,8 +34,8 @@ struct import_opts {
   struct ec2_register reg;    /* everything but the root disk; its disks, if any, are
                                  mapped too (at most IMPORT_MAX_EXTRA) */
   /* A plan's task: each disk's resume state and ClientToken derive from
-   * this, the disk's index and the source's size and mtime (not a random
-   * nonce), so a task rerun anywhere asks for the same snapshots. */
+   * this, the disk's index and the source's identity (its size and mtime;
+   * a bundle's image digest), not a random nonce, so a task rerun anywhere asks for the same snapshots. */
   const char *state_id;
   /* Before RegisterImage: an AMI of reg.name carrying the same amiport:*
    * tags as reg.tags is taken as this import's (a rerun registers none). */

@@ -397,6 +397,15 @@ fakeaws_ctl() {
     fail "fakeaws control $1 $2 failed"
 }
 
+# fakeaws_made - "SNAPSHOTS REGISTERS": the snapshots the emulator holds and
+# the RegisterImage requests it has answered (a rerun must change neither).
+fakeaws_made() {
+  fakeaws_ctl GET stats | /usr/bin/python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(len(s["snapshots"]), s["ops"].get("RegisterImage", {}).get("requests", 0))'
+}
+
 # kill_import_midway NBLOCKS ERRFILE IMPORT_ARGS... - runs amiport import in
 # the background with PutSnapshotBlock slowed down, kills it (-9) once its
 # snapshot holds a third of NBLOCKS, and sets KILLED_SNAP to that snapshot.

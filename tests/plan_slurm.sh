@@ -33,12 +33,6 @@ cat >"$P/fleet.jsonl" <<'JSONL'
 JSONL
 R=$T/results
 
-counts() {
-  fakeaws_ctl GET stats | /usr/bin/python3 -c '
-import json, sys
-s = json.load(sys.stdin)
-print(len(s["snapshots"]), s["ops"].get("RegisterImage", {}).get("requests", 0))'
-}
 snap_blocks() {
   fakeaws_ctl GET stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"].get(sys.argv[1], {}).get("blocks", 0))' "$1"
 }
@@ -71,7 +65,7 @@ grep -q '^6 lines: 5 done, 1 failed, 0 refused, 0 pending' "$T/stdout" ||
 grep -q '^  failed broken: .*broken.qcow2' "$T/stdout" || fail "status: no reason for broken: $(cat "$T/stdout")"
 first=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["snapshot_ids"][0])' "$R/bios.json")
 [ "$first" = "$cancelled" ] || fail "task 0 did not continue $cancelled but made $first"
-[ "$(counts)" = "6 5" ] || fail "snapshots and RegisterImage calls: $(counts), expected 6 and 5"
+[ "$(fakeaws_made)" = "6 5" ] || fail "snapshots and RegisterImage calls: $(fakeaws_made), expected 6 and 5"
 info "resubmitted as $job2: 5 done, 1 failed; task 0 continued $cancelled; 6 snapshots, 5 AMIs"
 
 # --- every done AMI's snapshots read back equal to their disks ---
@@ -101,5 +95,5 @@ for n in bios db broken hybrid arm bios2; do
     [ "$(json_get "$R/$n.json" image_id)" = "$(json_get "$R2/$n.json" image_id)" ] ||
     fail "$n: Slurm gave $(cat "$R/$n.json"), --all gave $(cat "$R2/$n.json")"
 done
-[ "$(counts)" = "6 5" ] || fail "--all made more: $(counts)"
+[ "$(fakeaws_made)" = "6 5" ] || fail "--all made more: $(fakeaws_made)"
 info "plan run --all --parallel 3: the same states and AMIs as the Slurm run"

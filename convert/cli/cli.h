@@ -75,6 +75,13 @@ struct img *cli_open_image(const char *path, const struct image_args *ia, struct
 /* A bundle's manifest named as an IMAGE (PATH.manifest.xml, s3://...). */
 bool cli_is_bundle(const char *path);
 struct img *cli_open_bundle(const char *path, const struct image_args *ia, struct error *e);
+/* A bundle's instance-store volumes (ephemeralN), to stay mapped where its
+ * manifest maps them when it becomes an EBS-backed AMI; returns how many. */
+#define CLI_DEVICE_MAX 80
+struct manifest;
+struct ec2_disk;
+size_t cli_bundle_ephemerals(const struct manifest *m, struct ec2_disk *eph /* [IMPORT_MAX_EXTRA] */,
+                             char (*dev)[CLI_DEVICE_MAX] /* [IMPORT_MAX_EXTRA] */);
 /* A sequential source (a bundle) copied whole to an unlinked file under
  * $TMPDIR, opened as raw, for the commands that read anywhere. */
 struct img *cli_spool(struct img *src, bool progress, struct error *e);

@@ -794,7 +794,7 @@ int cmd_import(int argc, char **argv)
   rc = EXIT_FAIL;
   const struct manifest *m = bundle_image_manifest(im);
   struct ec2_disk eph[IMPORT_MAX_EXTRA];
-  char ephdev[IMPORT_MAX_EXTRA][80];
+  char ephdev[IMPORT_MAX_EXTRA][CLI_DEVICE_MAX];
   if (!m && strncmp(path, "ami-", 4) == 0) {
     fprintf(stderr, "amiport: import: %s is EBS-backed already; import takes image files, "
                     "bundles and instance-store AMIs ('amiport export' gets its disk)\n", path);
@@ -808,19 +808,8 @@ int cmd_import(int argc, char **argv)
       ra.r.arch = sc.manifest_arch; /* until the snapshot is inspected */
     io.before_register = check_snapshot;
     io.event_arg = &sc;
-    /* its instance-store volumes stay mapped as they were */
-    size_t ne = 0;
-    for (unsigned i = 0; i < m->nmappings && ne < IMPORT_MAX_EXTRA; i++) {
-      const struct bundle_mapping *bm = &m->mappings[i];
-      if (strncmp(bm->virtual_name, "ephemeral", 9) != 0)
-        continue;
-      snprintf(ephdev[ne], sizeof ephdev[ne], "%s%s", bm->device[0] == '/' ? "" : "/dev/",
-               bm->device);
-      eph[ne] = (struct ec2_disk){ .device = ephdev[ne], .virtual_name = bm->virtual_name };
-      ne++;
-    }
     ra.r.disks = eph;
-    ra.r.ndisks = ne;
+    ra.r.ndisks = cli_bundle_ephemerals(m, eph, ephdev);
     /* the stream's parts take memory of their own; the decoder is the bound */
     if (!io.jobs)
       io.jobs = 16;

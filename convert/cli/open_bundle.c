@@ -5,6 +5,7 @@
 #include "bundle.h"
 #include "cli.h"
 #include "copy.h"
+#include "import.h"
 #include "s3.h"
 
 #include <stdio.h>
@@ -133,6 +134,21 @@ out:
   EVP_PKEY_free(key);
   EVP_PKEY_free(cert);
   return im;
+}
+
+size_t cli_bundle_ephemerals(const struct manifest *m, struct ec2_disk *eph,
+                             char (*dev)[CLI_DEVICE_MAX])
+{
+  size_t n = 0;
+  for (unsigned i = 0; i < m->nmappings && n < IMPORT_MAX_EXTRA; i++) {
+    const struct bundle_mapping *bm = &m->mappings[i];
+    if (strncmp(bm->virtual_name, "ephemeral", 9) != 0)
+      continue;
+    snprintf(dev[n], CLI_DEVICE_MAX, "%s%s", bm->device[0] == '/' ? "" : "/dev/", bm->device);
+    eph[n] = (struct ec2_disk){ .device = dev[n], .virtual_name = bm->virtual_name };
+    n++;
+  }
+  return n;
 }
 
 struct img *cli_spool(struct img *src, bool progress, struct error *e)

@@ -1,5 +1,6 @@
 /* plan.c - amiport plan check|run|status: a fleet's plan (convert/plan),
  * one VM a line, imported one task per line with a result ledger. */
+#include "bundle.h"
 #include "cli.h"
 #include "import.h"
 #include "inspect.h"
@@ -21,7 +22,7 @@
 #include <unistd.h>
 
 static const char plan_help[] =
-  "Usage: amiport plan check PLAN\n"
+  "Usage: amiport plan check PLAN [--privatekey KEY]\n"
   "       amiport plan run PLAN (--task N | --task-from-env | --all [--parallel K])\n"
   "                        --results LOC [OPTIONS]\n"
   "       amiport plan status PLAN --results LOC [--output=json]\n"
@@ -31,19 +32,23 @@ static const char plan_help[] =
   "  {\"name\": \"web1\", \"disks\": [\"web1.qcow2\", \"web1-data.vmdk\"], \"ami_name\": \"web1\",\n"
   "   \"description\": \"...\", \"tags\": {\"team\": \"x\"}, \"options\": {\"boot_mode\": \"uefi\"}}\n"
   "name is unique (it names LOC/NAME.json); the first disk is the root; a relative\n"
-  "disk path is taken from the plan's folder. options are import's options without\n"
-  "their dashes: arch, boot_mode, ena, encrypted, force, imds_support, jobs,\n"
-  "keep_volumes, kms_key_id, max_rate, no_register, root_device, sparse, timeout,\n"
-  "tpm_support, volume_type.\n\n"
+  "disk path is taken from the plan's folder. A VM's only disk may also be an\n"
+  "instance-store bundle (PATH.manifest.xml, s3://BUCKET/PREFIX.manifest.xml) or an\n"
+  "instance-store AMI (ami-...), read with --privatekey. options are import's\n"
+  "options without their dashes: arch, boot_mode, ena, encrypted, force,\n"
+  "imds_support, jobs, keep_volumes, kms_key_id, max_rate, no_register,\n"
+  "root_device, sparse, timeout, tpm_support, volume_type.\n\n"
   "check validates every line, runs check on every VM's disks and prints what\n"
-  "would be imported and what refused; it exits 1 if any line would be refused.\n\n"
+  "would be imported and what refused; it exits 1 if any line would be refused.\n"
+  "A bundle is read whole to a spool file in $TMPDIR to be checked.\n\n"
   "run imports line N (0 = the first line), as 'amiport import' would, and writes\n"
   "LOC/NAME.json (state done, failed or refused; the AMI and snapshot ids, bytes,\n"
   "seconds, the error). A task is idempotent: each disk's resume state and\n"
   "ClientToken derive from the plan's name, the line's name, the disk's index and\n"
-  "the disk's size and mtime, so a rerun continues the same snapshots, and an AMI\n"
-  "of the line's ami_name tagged with the plan's name and digest is reused rather\n"
-  "than registered again.\n"
+  "the disk's size and mtime (a bundle's image digest), so a rerun continues the\n"
+  "same snapshots, and an AMI of the line's ami_name tagged with the plan's name\n"
+  "and digest is reused rather than registered again. A bundle is checked on its\n"
+  "snapshot, before registering.\n"
   "      --task N              the line to import (0-based)\n"
   "      --task-from-env       N from SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX\n"
   "                            or JOB_COMPLETION_INDEX\n"
@@ -54,6 +59,8 @@ static const char plan_help[] =
   "      --max-requests-per-second R\n"
   "                            at most R block requests a second per task (default\n"
   "                            1000; a line's options.max_rate wins)\n"
+  "      --privatekey KEY, --cert CERT\n"
+  "                            read the plan's bundles (check and run)\n"
   AWS_HELP
   "\nstatus counts the lines by state (done, failed, refused, pending: no ledger\n"
   "yet), lists the failures and their reasons, and totals bytes and seconds. It\n"
@@ -61,26 +68,91 @@ static const char plan_help[] =
   "      --output FMT          human (default) or json\n"
   "  -h, --help                show this help\n";
 
-/* A disk as the plan names it: a relative path is the plan's folder's. */
+/* A disk as the plan names it: a relative path is the plan's folder's; a
+ * bundle in S3 and an AMI are taken as they are. */
 static void disk_path(const struct plan *p, const char *d, char *out, size_t len)
 {
   const char *slash = strrchr(p->path, '/');
-  if (d[0] == '/' || !slash)
+  if (d[0] == '/' || !slash || strncmp(d, "s3://", 5) == 0 || strncmp(d, "ami-", 4) == 0)
     snprintf(out, len, "%s", d);
   else
     snprintf(out, len, "%.*s/%s", (int)(slash - p->path), p->path, d);
 }
 
-/* One VM of the plan, opened and checked. */
+/* What check says of a VM (its root disk, with the others beside it). */
+struct verdict {
+  bool importable;
+  char findings[400];          /* the error findings, when it is not */
+  char arch[16], boot_mode[32];
+  bool ena;
+};
+
+static int judge(const struct import_disk *d, size_t n, struct verdict *out, struct error *e)
+{
+  struct inspection *in[PLAN_MAX_DISKS] = { 0 };
+  int rc = -1;
+  memset(out, 0, sizeof *out);
+  for (size_t k = 0; k < n; k++) {
+    if (!(in[k] = calloc(1, sizeof *in[k]))) {
+      error_set(e, ERR_NOMEM, "out of memory");
+      goto out;
+    }
+    if (inspect_image(d[k].src, in[k], e) < 0) {
+      error_prefix(e, "disk %s", d[k].src->path);
+      goto out;
+    }
+  }
+  inspect_judge_vm(in[0], (const struct inspection *const *)in + 1, n - 1);
+  out->importable = inspect_importable(in[0]);
+  for (size_t i = 0; i < in[0]->nfindings; i++)
+    if (in[0]->findings[i].severity == SEV_ERROR &&
+        strlen(out->findings) + strlen(in[0]->findings[i].code) + 3 < sizeof out->findings)
+      snprintf(out->findings + strlen(out->findings), sizeof out->findings - strlen(out->findings),
+               "%s%s", out->findings[0] ? ", " : "", in[0]->findings[i].code);
+  struct ami_params ap;
+  inspect_ami_params(in[0], &ap);
+  snprintf(out->arch, sizeof out->arch, "%s", ap.arch ? ap.arch : "");
+  snprintf(out->boot_mode, sizeof out->boot_mode, "%s", ap.boot_mode ? ap.boot_mode : "");
+  out->ena = ap.ena;
+  rc = 0;
+out:
+  for (size_t k = 0; k < n; k++)
+    if (in[k]) {
+      inspect_free(in[k]);
+      free(in[k]);
+    }
+  return rc;
+}
+
+/* Why a line with this verdict is not imported (ERR_REFUSED, ERR_USAGE), or 0. */
+static int refusal(const struct verdict *v, const struct plan_line *l, const char *root,
+                   struct error *e)
+{
+  if (!v->importable && !l->opt.force)
+    return error_set(e, ERR_REFUSED, "%s will not boot on EC2 (%s); run 'amiport check %s' for "
+                     "the details, or set options.force", root, v->findings, root);
+  if (!v->arch[0] && !l->opt.arch)
+    return error_set(e, ERR_USAGE, "%s: cannot tell the guest's architecture; set options.arch",
+                     root);
+  return 0;
+}
+
+/* The architecture a bundle's manifest gives (x86_64 when it names none). */
+static const char *manifest_arch(const struct manifest *m)
+{
+  return m->arch && strcmp(m->arch, "i386") == 0 ? "i386" : "x86_64";
+}
+
+/* One VM of the plan, opened and checked. A bundle (a manifest, in S3 or
+ * an instance-store AMI's) is read once, as a stream: run checks it on its
+ * snapshot before registering (stream), check spools it first. */
 struct vm {
   struct import_disk d[PLAN_MAX_DISKS];
   char path[PLAN_MAX_DISKS][PATH_MAX];
   char dev[PLAN_MAX_DISKS][32];
   size_t n;
-  bool importable;
-  char findings[400];          /* the error findings, when it is not */
-  char arch[16], boot_mode[32];
-  bool ena;
+  struct verdict j;
+  const struct manifest *stream; /* judged on the snapshot */
 };
 
 static void vm_close(struct vm *v)
@@ -91,55 +163,59 @@ static void vm_close(struct vm *v)
 }
 
 /* Opens every disk and checks them as one VM (the root first). */
-static int vm_check(const struct plan *p, const struct plan_line *l, struct vm *v,
-                    struct error *e)
+static int vm_check(const struct plan *p, const struct plan_line *l, const struct image_args *ia,
+                    bool stream, struct vm *v, struct error *e)
 {
-  struct inspection *in[PLAN_MAX_DISKS] = { 0 };
-  struct open_opts oo = { 0 };
-  int rc = -1;
   for (size_t k = 0; k < l->ndisks; k++) {
     disk_path(p, l->disks[k], v->path[k], sizeof v->path[k]);
-    if (!(v->d[k].src = img_open(v->path[k], NULL, &oo, e)))
-      goto out;
+    bool remote = cli_is_bundle(v->path[k]) || strncmp(v->path[k], "ami-", 4) == 0;
+    if (remote && l->ndisks > 1)
+      return error_set(e, ERR_USAGE, "%s: a bundle or an instance-store AMI is a VM's only "
+                       "disk", v->path[k]);
+    v->d[k].src = remote ? cli_open_image(v->path[k], ia, e)
+                         : img_open(v->path[k], NULL, &(struct open_opts){ 0 }, e);
+    if (!v->d[k].src)
+      return error_prefix(e, "disk %s", v->path[k]);
     v->n++;
     snprintf(v->dev[k], sizeof v->dev[k], "/dev/sd%c", (char)('a' + k));
     v->d[k].device = v->dev[k];
-    if (!(in[k] = calloc(1, sizeof *in[k]))) {
-      error_set(e, ERR_NOMEM, "out of memory");
-      goto out;
-    }
-    if (inspect_image(v->d[k].src, in[k], e) < 0)
-      goto out;
+    if (remote && !(v->stream = bundle_image_manifest(v->d[k].src)))
+      return error_set(e, ERR_USAGE, "%s is EBS-backed already; a plan imports image files, "
+                       "bundles and instance-store AMIs", v->path[k]);
   }
-  inspect_judge_vm(in[0], (const struct inspection *const *)in + 1, v->n - 1);
-  v->importable = inspect_importable(in[0]);
-  for (size_t i = 0; i < in[0]->nfindings; i++)
-    if (in[0]->findings[i].severity == SEV_ERROR &&
-        strlen(v->findings) + strlen(in[0]->findings[i].code) + 3 < sizeof v->findings)
-      snprintf(v->findings + strlen(v->findings), sizeof v->findings - strlen(v->findings),
-               "%s%s", v->findings[0] ? ", " : "", in[0]->findings[i].code);
-  struct ami_params ap;
-  inspect_ami_params(in[0], &ap);
-  snprintf(v->arch, sizeof v->arch, "%s", ap.arch ? ap.arch : "");
-  snprintf(v->boot_mode, sizeof v->boot_mode, "%s", ap.boot_mode ? ap.boot_mode : "");
-  v->ena = ap.ena;
-  rc = 0;
-out:
-  for (size_t k = 0; k < PLAN_MAX_DISKS; k++)
-    if (in[k]) {
-      inspect_free(in[k]);
-      free(in[k]);
-    }
-  if (rc < 0)
-    error_prefix(e, "disk %s", v->n ? v->path[v->n - 1] : l->disks[0]);
+  if (!v->stream)
+    return judge(v->d, v->n, &v->j, e);
+  if (stream) { /* until the snapshot is inspected */
+    v->j.importable = true;
+    snprintf(v->j.arch, sizeof v->j.arch, "%s", manifest_arch(v->stream));
+    return 0;
+  }
+  struct img *im = cli_spool(v->d[0].src, false, e);
+  if (!im)
+    return -1;
+  int rc = judge(&(struct import_disk){ .src = im }, 1, &v->j, e);
+  img_close(im);
   return rc;
 }
 
-static int plan_check(const char *path)
+static int plan_check(int argc, char **argv)
 {
+  static const struct option longopts[] = {
+    AWS_LONGOPTS, BUNDLE_SOURCE_LONGOPTS, { "help", no_argument, NULL, 'h' }, { 0 },
+  };
+  struct image_args ia = { 0 };
+  int c;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (c == 'h')
+      return fputs(plan_help, stdout), EXIT_OK;
+    if (c == '?' || cli_image_option("plan check", c, optarg, &ia) < 0)
+      return c == '?' ? cli_usage("plan check", "unknown option") : EXIT_USAGE;
+  }
+  if (optind + 1 != argc)
+    return cli_usage("plan check", "expects one PLAN");
   struct plan p;
   struct error e = { 0 };
-  if (plan_load(path, &p, &e) < 0)
+  if (plan_load(argv[optind], &p, &e) < 0)
     return cli_fail(&e);
   int refused = 0;
   printf("%-4s %-24s %-5s %-8s %-15s %s\n", "TASK", "NAME", "DISKS", "ARCH", "BOOT", "VERDICT");
@@ -149,24 +225,13 @@ static int plan_check(const char *path)
     struct error ve = { 0 };
     if (!v)
       return plan_free(&p), error_set(&e, ERR_NOMEM, "out of memory"), cli_fail(&e);
-    const char *verdict;
-    char why[600] = "";
-    if (vm_check(&p, l, v, &ve) < 0) {
-      verdict = "refused";
-      snprintf(why, sizeof why, ": %s", ve.msg);
-    } else if (!v->importable && !l->opt.force) {
-      verdict = "refused";
-      snprintf(why, sizeof why, ": will not boot on EC2 (%s)", v->findings);
-    } else if (!v->arch[0] && !l->opt.arch) {
-      verdict = "refused";
-      snprintf(why, sizeof why, ": cannot tell the architecture; set options.arch");
-    } else
-      verdict = v->importable ? "import" : "import (forced)";
-    refused += verdict[0] == 'r';
-    printf("%-4zu %-24s %-5zu %-8s %-15s %s%s\n", i, l->name, l->ndisks,
-           l->opt.arch ? l->opt.arch : v->arch[0] ? v->arch : "-",
-           l->opt.boot_mode ? l->opt.boot_mode : v->boot_mode[0] ? v->boot_mode : "-", verdict,
-           why);
+    bool no = vm_check(&p, l, &ia, false, v, &ve) < 0 || refusal(&v->j, l, v->path[0], &ve) < 0;
+    refused += no;
+    printf("%-4zu %-24s %-5zu %-8s %-15s %s%s%s\n", i, l->name, l->ndisks,
+           l->opt.arch ? l->opt.arch : v->j.arch[0] ? v->j.arch : "-",
+           l->opt.boot_mode ? l->opt.boot_mode : v->j.boot_mode[0] ? v->j.boot_mode : "-",
+           no ? "refused" : v->j.importable ? "import" : "import (forced)", no ? ": " : "",
+           no ? ve.msg : "");
     vm_close(v);
     free(v);
   }
@@ -180,7 +245,7 @@ static int plan_check(const char *path)
 struct run_args {
   const char *results;
   char *bucket, *prefix;      /* --results s3://BUCKET/PREFIX */
-  struct aws_opts aws;
+  struct image_args ia;        /* the AWS options; a bundle's key */
   double max_rate;
   bool progress;
 };
@@ -206,7 +271,7 @@ static int ledger_put(const struct run_args *ra, const char *name, const char *t
   char key[1200];
   struct aws_ctx ctx;
   ledger_key(ra->prefix, name, key, sizeof key);
-  if (aws_ctx_init(&ctx, &ra->aws, e) < 0)
+  if (aws_ctx_init(&ctx, &ra->ia.aws, e) < 0)
     return -1;
   struct s3_put put = { .bucket = ra->bucket, .key = key, .body = text, .len = strlen(text),
                         .content_type = "application/json" };
@@ -246,12 +311,49 @@ static int ledger_write(const struct run_args *ra, const char *name, json_object
   return 0;
 }
 
+/* A line being imported, for import's callbacks. */
+struct line_run {
+  const struct plan_line *l;
+  const struct run_args *ra;
+  struct vm *v;
+};
+
 static void on_event(void *arg, enum import_event ev, const char *snap)
 {
-  const char *name = arg;
+  const struct line_run *lr = arg;
   static const char *const what[] = { "started", "resumed", "expired (a new one follows)",
                                       "lost (a new one follows)" };
-  fprintf(stderr, "amiport: plan: %s: snapshot %s %s\n", name, snap, what[ev]);
+  fprintf(stderr, "amiport: plan: %s: snapshot %s %s\n", lr->l->name, snap, what[ev]);
+}
+
+/* What the AMI says of the guest: the line's options, else the verdict's. */
+static void settle(const struct verdict *j, const struct plan_options *po, struct ec2_register *reg)
+{
+  reg->arch = po->arch ? po->arch : j->arch;
+  reg->boot_mode = po->boot_mode ? po->boot_mode : j->boot_mode[0] ? j->boot_mode : NULL;
+  reg->ena = po->ena >= 0 ? po->ena : j->ena;
+}
+
+/* A bundle's snapshot, complete: checked as a file would be before the
+ * upload, and what it holds settles the registration. */
+static int judge_snapshot(void *arg, const char *snap, struct ec2_register *reg, struct error *e)
+{
+  struct line_run *lr = arg;
+  struct img *im = ebs_open(&lr->ra->ia.aws, snap, 0, e);
+  if (!im)
+    return -1;
+  const char *said = manifest_arch(lr->v->stream);
+  int rc = judge(&(struct import_disk){ .src = im }, 1, &lr->v->j, e);
+  img_close(im);
+  if (rc == 0)
+    rc = refusal(&lr->v->j, lr->l, lr->v->path[0], e);
+  if (rc == 0 && !lr->l->opt.arch && strcmp(lr->v->j.arch, said) != 0)
+    rc = error_set(e, ERR_REFUSED, "%s: the manifest says %s but the guest is %s; set "
+                   "options.arch to register it anyway", lr->v->path[0], said, lr->v->j.arch);
+  if (rc < 0)
+    return error_prefix(e, "snapshot %s is complete but was not registered", snap);
+  settle(&lr->v->j, &lr->l->opt, reg);
+  return 0;
 }
 
 /* Imports line i and writes its ledger: 0 done, 1 failed or refused. */
@@ -259,27 +361,22 @@ static int run_line(const struct plan *p, size_t i, const struct run_args *ra)
 {
   const struct plan_line *l = &p->lines[i];
   struct vm *v = calloc(1, sizeof *v);
+  struct line_run lr = { .l = l, .ra = ra, .v = v };
   struct error e = { 0 };
   const char *state = "failed";
   double t0 = mono_now();
   struct aws_tag tags[PLAN_MAX_TAGS + 3];
   char state_id[PLAN_NAME_MAX * 2 + 80];
+  struct ec2_disk eph[IMPORT_MAX_EXTRA];
+  char ephdev[IMPORT_MAX_EXTRA][CLI_DEVICE_MAX];
   if (!v) {
     error_set(&e, ERR_NOMEM, "out of memory");
     goto ledger;
   }
-  if (vm_check(p, l, v, &e) < 0)
+  if (vm_check(p, l, &ra->ia, true, v, &e) < 0)
     goto ledger;
-  if (!v->importable && !l->opt.force) {
+  if (refusal(&v->j, l, v->path[0], &e) < 0) {
     state = "refused";
-    error_set(&e, ERR_REFUSED, "%s will not boot on EC2 (%s); run 'amiport check %s' for the "
-              "details, or set options.force", v->path[0], v->findings, v->path[0]);
-    goto ledger;
-  }
-  if (!v->arch[0] && !l->opt.arch) {
-    state = "refused";
-    error_set(&e, ERR_USAGE, "%s: cannot tell the guest's architecture; set options.arch",
-              v->path[0]);
     goto ledger;
   }
   const struct plan_options *po = &l->opt;
@@ -296,23 +393,29 @@ static int run_line(const struct plan *p, size_t i, const struct run_args *ra)
     .sparse = po->sparse >= 0 ? (enum ebs_sparse)po->sparse : EBS_SPARSE_NONE,
     .jobs = po->jobs, .max_rate = po->max_rate >= 0 ? po->max_rate : ra->max_rate,
     .progress = ra->progress, .no_register = po->no_register, .state_id = state_id,
-    .reuse_image = true, .cancel = &cli_interrupted, .on_event = on_event,
-    .event_arg = (void *)l->name,
+    .reuse_image = true, .cancel = &cli_interrupted, .on_event = on_event, .event_arg = &lr,
     .reg = { .name = l->ami_name, .description = l->description,
-             .arch = po->arch ? po->arch : v->arch,
-             .boot_mode = po->boot_mode ? po->boot_mode : v->boot_mode[0] ? v->boot_mode : NULL,
-             .ena = po->ena >= 0 ? po->ena : v->ena,
              .imds_support = po->imds_support ? (strcmp(po->imds_support, "none") ? po->imds_support : NULL)
                                               : "v2.0",
              .tpm_support = po->tpm_support, .volume_type = po->volume_type,
              .root_device = po->root_device ? po->root_device : "/dev/xvda",
              .keep_volumes = po->keep_volumes, .tags = tags, .ntags = nt },
   };
+  settle(&v->j, po, &io.reg);
+  if (v->stream) {
+    io.before_register = judge_snapshot;
+    io.reg.disks = eph;
+    io.reg.ndisks = cli_bundle_ephemerals(v->stream, eph, ephdev);
+    if (!io.jobs)
+      io.jobs = 16; /* as import: the stream's parts are the bound */
+  }
   struct aws_ctx ctx;
-  if (aws_ctx_init(&ctx, &ra->aws, &e) < 0)
+  if (aws_ctx_init(&ctx, &ra->ia.aws, &e) < 0)
     goto ledger;
   if (import_disks(v->d, v->n, &ctx, &io, &e) == 0)
     state = "done";
+  else if (e.code == ERR_REFUSED)
+    state = "refused";
   aws_ctx_free(&ctx);
 ledger:;
   json_object *j = json_object_new_object();
@@ -424,6 +527,7 @@ static int plan_run(int argc, char **argv)
 {
   static const struct option longopts[] = {
     AWS_LONGOPTS,
+    BUNDLE_SOURCE_LONGOPTS,
     { "task", required_argument, NULL, 0x500 },
     { "task-from-env", no_argument, NULL, 0x501 },
     { "all", no_argument, NULL, 0x502 },
@@ -441,8 +545,10 @@ static int plan_run(int argc, char **argv)
   char *end;
   int c;
   while ((c = getopt_long(argc, argv, "ph", longopts, NULL)) != -1) {
-    if (cli_aws_option(c, optarg, &ra.aws))
+    if ((c >= 0x100 && c <= 0x102) || c == 0x110 || c == 0x111) {
+      cli_image_option("plan run", c, optarg, &ra.ia);
       continue;
+    }
     switch (c) {
     case 0x500:
       errno = 0;
@@ -677,13 +783,8 @@ int cmd_plan(int argc, char **argv)
     return cli_usage("plan", "expects check, run, status or submit");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
     return fputs(plan_help, stdout), EXIT_OK;
-  if (strcmp(argv[1], "check") == 0) {
-    if (argc == 3 && strcmp(argv[2], "--help") && strcmp(argv[2], "-h"))
-      return plan_check(argv[2]);
-    if (argc == 3)
-      return fputs(plan_help, stdout), EXIT_OK;
-    return cli_usage("plan check", "expects one PLAN");
-  }
+  if (strcmp(argv[1], "check") == 0)
+    return plan_check(argc - 1, argv + 1);
   if (strcmp(argv[1], "run") == 0)
     return plan_run(argc - 1, argv + 1);
   if (strcmp(argv[1], "status") == 0)

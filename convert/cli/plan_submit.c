@@ -47,6 +47,8 @@ static const char submit_help[] =
   "      --image IMAGE         batch, kubernetes: the container image (required)\n"
   "      --job-queue QUEUE     batch: the job queue (required)\n"
   "      --dry-run             slurm: write the script, do not submit it\n"
+  "      --privatekey KEY, --cert CERT\n"
+  "                            passed to the tasks, for plans with bundles\n"
   "  -h, --help                show this help\n";
 
 enum engine { ENG_SLURM, ENG_BATCH, ENG_K8S };
@@ -60,11 +62,12 @@ struct submit {
   char plan[PATH_MAX], results_abs[PATH_MAX], name[PLAN_NAME_MAX + 1];
   char jobdir[PATH_MAX];       /* where the job files go: the results folder, or . for S3 */
   char rate[32];
+  char key[PATH_MAX], cert[PATH_MAX]; /* a bundle's: --privatekey, --cert (or empty) */
   size_t n;
 };
 
 /* The task's command line; NULL-terminated, its strings s's. */
-static void task_argv(const struct submit *s, const char *amiport, const char *argv[12])
+static void task_argv(const struct submit *s, const char *amiport, const char *argv[16])
 {
   size_t i = 0;
   argv[i++] = amiport;
@@ -76,6 +79,14 @@ static void task_argv(const struct submit *s, const char *amiport, const char *a
   argv[i++] = s->results_abs;
   argv[i++] = "--max-requests-per-second";
   argv[i++] = s->rate;
+  if (s->key[0]) {
+    argv[i++] = "--privatekey";
+    argv[i++] = s->key;
+  }
+  if (s->cert[0]) {
+    argv[i++] = "--cert";
+    argv[i++] = s->cert;
+  }
   argv[i] = NULL;
 }
 
@@ -122,7 +133,7 @@ static int write_json(const char *path, json_object *j, struct error *e)
 
 static json_object *command_json(const struct submit *s, const char *amiport)
 {
-  const char *argv[12];
+  const char *argv[16];
   task_argv(s, amiport, argv);
   json_object *a = json_object_new_array();
   for (size_t i = 0; argv[i]; i++)
@@ -168,7 +179,7 @@ static int submit_slurm(const struct submit *s, struct error *e)
                               "#SBATCH --ntasks=1\n"
                               "exec",
                               s->plan, jn, s->jobdir);
-  const char *argv[12];
+  const char *argv[16];
   task_argv(s, self, argv);
   for (size_t i = 0; argv[i] && o < sizeof text; i++) {
     sh_quote(argv[i], q, sizeof q);
@@ -318,6 +329,7 @@ int cli_plan_submit(int argc, char **argv)
     { "image", required_argument, NULL, 0x605 },
     { "job-queue", required_argument, NULL, 0x606 },
     { "dry-run", no_argument, NULL, 0x607 },
+    BUNDLE_SOURCE_LONGOPTS,
     { "help", no_argument, NULL, 'h' },
     { 0 },
   };
@@ -358,6 +370,12 @@ int cli_plan_submit(int argc, char **argv)
     case 0x605: s.image = optarg; break;
     case 0x606: s.queue = optarg; break;
     case 0x607: s.dry = true; break;
+    case 0x110: case 0x111: {
+      char *dst = c == 0x110 ? s.key : s.cert;
+      if (!realpath(optarg, dst))
+        return cli_usage("plan submit", "%s: %s", optarg, strerror(errno));
+      break;
+    }
     case 'h': fputs(submit_help, stdout); return EXIT_OK;
     default: return cli_usage("plan submit", "unknown option");
     }
