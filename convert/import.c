@@ -402,6 +402,15 @@ static int upload_all(struct job *jobs, size_t n, struct aws_ctx *ctx, const str
   return rc;
 }
 
+/* Whether a failed import is for good: a source that is damaged or cannot
+ * be read fails the same way on a rerun. Anything else (an interruption,
+ * the network, the service, a snapshot not registered) leaves the snapshots
+ * and their state for a rerun to continue. */
+static bool source_at_fault(int code)
+{
+  return code == ERR_FORMAT || code == ERR_UNSUPPORTED || code == ERR_IO;
+}
+
 /* A failure for good: the snapshots this run started go, with their state,
  * and the error says which (or which were kept). */
 static void drop_partial(struct job *jobs, size_t n, struct aws_ctx *ctx, bool keep,
@@ -522,18 +531,8 @@ int import_disks(struct import_disk *d, size_t n, struct aws_ctx *ctx,
   rc = 0;
   goto out;
 fail:
-  /* a damaged stream (a bundle part or its digest): nothing to resume */
-  if (n == 1 && img_sequential(d[0].src) && e->code == ERR_FORMAT && jobs[0].s.snapshot[0] &&
-      !d[0].r.completed) {
-    struct error de;
-    unlink(jobs[0].s.path);
-    if (ec2_delete_snapshot(ctx, jobs[0].s.snapshot, &de) == 0)
-      error_prefix(e, "snapshot %s deleted, nothing registered", jobs[0].s.snapshot);
-    else
-      error_prefix(e, "snapshot %s left behind (deleting it failed: %s)", jobs[0].s.snapshot, de.msg);
-  } else if (n > 1 && e->code != ERR_INTERRUPTED) {
+  if (source_at_fault(e->code))
     drop_partial(jobs, opened, ctx, o->keep_partial, e);
-  }
 out:
   for (size_t i = 0; i < opened; i++)
     state_close(&jobs[i].s);

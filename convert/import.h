@@ -28,7 +28,7 @@ struct import_opts {
   double max_rate;
   bool progress;
   bool no_register;
-  bool keep_partial;          /* several disks: a failed import keeps its snapshots */
+  bool keep_partial;          /* a source at fault keeps the snapshots anyway */
   bool resume_only;           /* fail unless an interrupted import exists */
   unsigned wait_timeout_s;    /* 0: wait as long as it takes */
   struct ec2_register reg;    /* everything but the root disk; its disks, if any, are
@@ -77,8 +77,9 @@ struct import_disk {
 /* Several disks become one AMI: every disk gets its snapshot (each with its
  * own resume state, as import_image), the uploads share o->jobs, and one
  * RegisterImage maps them all once every snapshot is complete. A failure
- * that is not an interruption deletes the snapshots this run started
- * (unless o->keep_partial) and the error names them. */
+ * of a source (damaged, unreadable: a rerun fails the same way) deletes the
+ * snapshots this run started (unless o->keep_partial) and the error names
+ * them; any other failure leaves them and their state for a rerun. */
 int import_disks(struct import_disk *d, size_t n, struct aws_ctx *ctx,
                  const struct import_opts *o, struct error *e);
 

@@ -18,6 +18,7 @@ enum error_code {
   ERR_EXISTS,      /* destination exists */
   ERR_INTERRUPTED,
   ERR_REMOTE,      /* a service answered with an error */
+  ERR_NETWORK,     /* no answer: the connection failed, retries spent */
 };
 
 struct error {

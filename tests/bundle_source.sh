@@ -149,7 +149,7 @@ s3x s3 cp "$T/other.part" "s3://$BUCKET/damaged/disk.img.part.02" >/dev/null || 
 awsx ec2 describe-snapshots --owner-ids self >"$T/before.json"
 expect_rc 1 import --output=json -j 8 --privatekey "$T/key.pem" --name damaged \
   "s3://$BUCKET/damaged/disk.img.manifest.xml"
-stderr_has "disk.img.part.02" "SHA-1" "deleted, nothing registered"
+stderr_has "disk.img.part.02" "SHA-1" "deleted snapshot\\(s\\)" "nothing registered"
 awsx ec2 describe-snapshots --owner-ids self >"$T/after.json"
 /usr/bin/python3 - "$T/before.json" "$T/after.json" <<'PY' || fail "the damaged import left a snapshot"
 import json, sys

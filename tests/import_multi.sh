@@ -6,8 +6,9 @@
 # two mappings: Debian's awscli shows the devices and the sizes, and every
 # snapshot reads back equal to its disk. Then: --device, an OVA whose root
 # cannot be told, check --vm's FSTAB_UNRESOLVED on a synthetic root, an
-# import killed midway that resumes both disks, and a refused request that
-# deletes the snapshots the run started (or keeps them with --keep-partial).
+# import killed midway that resumes both disks, a refused request whose
+# snapshots a rerun continues, and a damaged disk whose failure deletes the
+# snapshots the run started (or keeps them with --keep-partial).
 . "$SRCDIR/tests/lib.sh"
 setup_tmp
 require_cmd qemu-img curl tar mkfs.ext4
@@ -169,8 +170,8 @@ for _ in $(seq 300); do
     held=$(fakeaws_ctl GET stats | /usr/bin/python3 -c '
 import json, sys
 s = json.load(sys.stdin)["snapshots"]
-print(min(s.get(x, {}).get("blocks", 0) for x in sys.argv[1:]))' $snaps)
-    [ "$held" -ge 4 ] && break
+print(min(s.get(x, {}).get("blocks", 0) for x in sys.argv[1:]))' $snaps 2>/dev/null)
+    [ "${held:-0}" -ge 4 ] && break # (no answer while the emulator is busy: ask again)
   fi
   sleep 0.1
 done
@@ -189,12 +190,45 @@ grep -c "resuming snapshot" "$T/stderr" | grep -qx 2 || fail "the rerun did not 
 check_ami "$T/resumed.json" /dev/sdb
 info "killed midway: both snapshots resumed"
 
-# --- a failure for good: the snapshots this run started are deleted ---
+# --- a refused request: the snapshots stay, and the same command continues them ---
 rm -rf "$XDG_STATE_HOME"/amiport
 # the second StartSnapshot gets an answer with no snapshot id
 fakeaws_ctl POST faults '[{"op": "StartSnapshot", "kind": "answer", "every": 2, "count": 1, "body": "{}"}]' >/dev/null
-expect_rc 1 import --name failed "$root" "$T/data.raw"
+expect_rc 1 import --name refused "$root" "$T/data.raw"
 fakeaws_ctl POST faults '[]' >/dev/null
+first=$(grep -o 'snap-[0-9a-f]*' "$T/stderr" | head -1)
+[ -n "$first" ] || fail "the refused import started no snapshot: $(cat "$T/stderr")"
+grep -q "deleted" "$T/stderr" && fail "a refused request deleted snapshots: $(cat "$T/stderr")"
+amiport_ok import --output=json --name refused "$root" "$T/data.raw"
+[ "$(disk_field "$T/stdout" 0 snapshot_id)" = "$first" ] ||
+  fail "the rerun did not continue $first: $(cat "$T/stdout")"
+info "a refused request: $first kept, and the rerun continued it"
+
+# --- a source that fails for good: the snapshots this run started are deleted ---
+rm -rf "$XDG_STATE_HOME"/amiport
+# the data disk as a compressed qcow2 whose last compressed cluster is
+# damaged: it opens and checks, and fails when the upload reaches it
+qemu-img convert -c -f raw -O qcow2 "$T/data.raw" "$T/damaged.qcow2" || fail "qemu-img convert -c failed"
+/usr/bin/python3 - "$T/damaged.qcow2" <<'PY' || fail "no compressed cluster to damage"
+import struct, sys
+f = open(sys.argv[1], "r+b")
+h = f.read(72)
+cluster_bits, = struct.unpack(">I", h[20:24])
+l1_size, l1_off = struct.unpack(">IQ", h[36:48])
+f.seek(l1_off)
+last = None
+for e in struct.unpack(">%dQ" % l1_size, f.read(8 * l1_size)):
+    if e & 0x00fffffffffffe00:
+        f.seek(e & 0x00fffffffffffe00)
+        for x in struct.unpack(">%dQ" % (1 << (cluster_bits - 3)), f.read(1 << cluster_bits)):
+            if x & (1 << 62):
+                last = x & ((1 << (62 - (cluster_bits - 8))) - 1)
+if last is None:
+    sys.exit(1)
+f.seek(last)
+f.write(b"\xff" * 64)  # deflate block type 3: reserved, invalid
+PY
+expect_rc 1 import --name failed "$root" "$T/damaged.qcow2"
 first=$(grep -o 'snap-[0-9a-f]*' "$T/stderr" | head -1)
 [ -n "$first" ] || fail "the failed import started no snapshot: $(cat "$T/stderr")"
 grep -q "deleted snapshot(s) $first" "$T/stderr" || fail "the failed import did not say it deleted $first: $(cat "$T/stderr")"
@@ -202,10 +236,8 @@ awsx ec2 describe-snapshots --snapshot-ids "$first" >"$T/ds.json" 2>"$T/ds.err" 
   fail "$first still exists after the failed import: $(cat "$T/ds.json")"
 grep -q "NotFound" "$T/ds.err" || fail "describe-snapshots $first: $(cat "$T/ds.err")"
 # --keep-partial keeps it
-fakeaws_ctl POST faults '[{"op": "StartSnapshot", "kind": "answer", "every": 2, "count": 1, "body": "{}"}]' >/dev/null
-expect_rc 1 import --keep-partial --name failed "$root" "$T/data.raw"
-fakeaws_ctl POST faults '[]' >/dev/null
+expect_rc 1 import --keep-partial --name failed "$root" "$T/damaged.qcow2"
 kept=$(grep -o 'snap-[0-9a-f]*' "$T/stderr" | head -1)
 grep -q "kept snapshot(s) $kept.*--keep-partial" "$T/stderr" || fail "--keep-partial: $(cat "$T/stderr")"
 awsx ec2 describe-snapshots --snapshot-ids "$kept" >"$T/ds.json" || fail "--keep-partial did not keep $kept"
-info "a refused request: the started snapshot deleted, or kept with --keep-partial"
+info "a damaged disk: the started snapshots deleted, or kept with --keep-partial"

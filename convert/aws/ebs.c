@@ -327,7 +327,7 @@ static int pipe_send(struct pipe *p, struct slot *s, struct error *e)
     return -1;
   curl_easy_setopt(s->x.h, CURLOPT_PRIVATE, s);
   if (curl_multi_add_handle(p->multi, s->x.h) != CURLM_OK)
-    return error_set(e, ERR_IO, "cannot start an HTTP transfer");
+    return error_set(e, ERR_NETWORK, "cannot start an HTTP transfer");
   s->state = SLOT_FLIGHT;
   return 0;
 }

@@ -302,7 +302,7 @@ static bool http_curl_retryable(CURLcode cc)
 int aws_xfer_result(struct aws_xfer *x, CURLcode cc, const char *op, struct error *e)
 {
   if (cc != CURLE_OK) {
-    error_set(e, ERR_IO, "%s: %s", op, x->errbuf[0] ? x->errbuf : curl_easy_strerror(cc));
+    error_set(e, ERR_NETWORK, "%s: %s", op, x->errbuf[0] ? x->errbuf : curl_easy_strerror(cc));
     return http_curl_retryable(cc) ? 1 : -1;
   }
   curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->resp.status);

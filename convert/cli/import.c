@@ -244,8 +244,9 @@ static const char import_help[] =
   "                            OVF) is the root\n"
   "      --device IMAGE=DEV    several disks: map IMAGE (as given, or an OVA's disk\n"
   "                            number) at DEV, e.g. /dev/sdf (repeatable)\n"
-  "      --keep-partial        several disks: a failed import keeps the snapshots it\n"
-  "                            started (default: deleted)\n"
+  "      --keep-partial        a source that fails for good (damaged, unreadable)\n"
+  "                            keeps the snapshots this run started (default:\n"
+  "                            deleted; any other failure keeps them to resume)\n"
   "  -p, --progress            show progress (default when stderr is a terminal)\n"
   "  -h, --help                show this help\n";
 

@@ -253,7 +253,8 @@ struct run_args {
 static const char *err_name(int code)
 {
   static const char *const n[] = { "none", "io", "format", "unsupported", "refused", "usage",
-                                   "nomem", "exists", "interrupted", "remote" };
+                                   "nomem", "exists", "interrupted", "remote",
+                                   "network" };
   return code >= 0 && (size_t)code < sizeof n / sizeof *n ? n[code] : "error";
 }
 
