@@ -25,6 +25,7 @@ BENCH_TITLE="amiport check vs virt-inspector"
 TARGET_RATIO=50
 TARGET_SECONDS=0.1
 RESULTS_FILE=results-check.md
+RESULTS_TITLE="check vs virt-inspector"
 BIG_VIRT=2T
 
 export LIBGUESTFS_BACKEND=${LIBGUESTFS_BACKEND:-direct}
@@ -210,27 +211,5 @@ virt-inspector (--no-applications --no-icon: the fixtures have no dpkg database)
 "importable" = what amiport check says (every case is a bootable fixture).
 EOF
 )
-{ echo "$header"; echo "$sep"; printf '%s\n' "${ROWS[@]}"; } >"$OUT/table.md"
-echo "== Results =="
-if command -v column >/dev/null; then
-    sed '2d; s/^| //; s/ |$//' "$OUT/table.md" | column -t -s '|'
-else
-    cat "$OUT/table.md"
-fi
-echo
-echo "$notes"
-echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "Summary: $NPASS PASS, $NMISS MISS, $NERR error(s)"
-{
-    echo "### check vs virt-inspector ($(date -u '+%Y-%m-%d'))"
-    echo
-    echo "$FACTS"
-    echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo
-    cat "$OUT/table.md"
-    echo
-    echo "$notes"
-    echo
-    echo "Reproduce: \`BENCH_REPEAT=$REPEAT bench/check.sh $AMIPORT\`"
-} >"$BENCH_DIR/$RESULTS_FILE"
-echo "Markdown written to $BENCH_DIR/$RESULTS_FILE; individual runs in $RUNLOG"
+REPRODUCE="BENCH_REPEAT=$REPEAT bench/check.sh $AMIPORT"
+bench_write_report "$header" "$sep" "$notes"

@@ -340,9 +340,12 @@ EOF
 }
 
 # bench_write_report HEADER SEP NOTES - prints the table of ROWS and writes
-# it with the machine facts to $BENCH_DIR/$RESULTS_FILE.
+# it with the machine facts to $BENCH_DIR/$RESULTS_FILE; REPRODUCE, if set,
+# is the command line it gives.
 bench_write_report() {
-    local header=$1 sep=$2 notes=$3 results=$BENCH_DIR/$RESULTS_FILE
+    local header=$1 sep=$2 notes=$3 results=$BENCH_DIR/$RESULTS_FILE load
+    local repro=${REPRODUCE:-"BENCH_DATA_MIB=$DATA_MIB BENCH_VIRT_GIB=$VIRT_GIB BENCH_REPEAT=$REPEAT bench/$BENCH_SCRIPT $AMIPORT"}
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
     {
         echo "$header"
         echo "$sep"
@@ -357,18 +360,20 @@ bench_write_report() {
     fi
     echo
     echo "$notes"
+    echo "Load average at the end: $load"
     echo "Summary: $NPASS PASS, $NMISS MISS, $NERR error(s)/mismatch(es)"
 
     {
         echo "### $RESULTS_TITLE ($(date -u '+%Y-%m-%d'))"
         echo
         echo "$FACTS"
+        echo "- load average at the end: $load"
         echo
         cat "$OUT/table.md"
         echo
         echo "$notes"
         echo
-        echo "Reproduce: \`BENCH_DATA_MIB=$DATA_MIB BENCH_VIRT_GIB=$VIRT_GIB BENCH_REPEAT=$REPEAT bench/$BENCH_SCRIPT $AMIPORT\`"
+        echo "Reproduce: \`$repro\`"
     } > "$results"
     echo "Markdown written to $results; individual runs in $RUNLOG"
 }

@@ -641,7 +641,7 @@ static int qcow2_extents(struct img *im, uint64_t off, uint64_t len, struct exte
     if (per < 0)
       return -1;
     for (uint64_t i = 0; i < n && off < end;) {
-      struct cl c;
+      struct cl c = { 0 };
       if (qcow2_classify(im, q, &words[i * per], off, &c, e) < 0)
         return -1;
       uint64_t span = c.len < end - off ? c.len : end - off;

@@ -771,50 +771,11 @@ static int vhdx_block_runs(struct img *im, struct vhdx *v, uint64_t off, uint64_
   return 0;
 }
 
-static int vhdx_pread(struct img *im, void *vbuf, size_t len, uint64_t off, struct error *e)
-{
-  struct vhdx *v = im->priv;
-  uint8_t *buf = vbuf;
-  uint64_t end = off + len, start = off;
-  size_t maxruns = v->block_size / v->logical_sector + 1;
-  struct vhdx_run one[1], *runs = one;
-  uint8_t *bm = NULL;
-  int ret = -1;
-  while (off < end) {
-    uint64_t host;
-    unsigned s = vhdx_block(v, off / v->block_size, &host);
-    if (s == VHDX_PAYLOAD_PARTIALLY_PRESENT && runs == one) {
-      runs = malloc(maxruns * sizeof *runs);
-      bm = malloc(v->block_size / v->logical_sector / 8 + 1);
-      if (!runs || !bm) {
-        error_set(e, ERR_NOMEM, "out of memory");
-        goto out;
-      }
-    }
-    size_t nr;
-    if (vhdx_block_runs(im, v, off, end - off, runs, &nr, bm, e) < 0)
-      goto out;
-    for (size_t i = 0; i < nr; i++) {
-      uint8_t *dst = buf + (runs[i].off - start);
-      if (runs[i].kind == EXTENT_DATA) {
-        if (vhdx_read(im, v, dst, runs[i].len, runs[i].host, e) < 0)
-          goto out;
-      } else {
-        memset(dst, 0, runs[i].len);
-      }
-      off = runs[i].off + runs[i].len;
-    }
-  }
-  ret = 0;
-out:
-  if (runs != one)
-    free(runs);
-  free(bm);
-  return ret;
-}
-
-static int vhdx_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
-                        struct error *e)
+/* Calls fn on every run of [off, off+len), in order. */
+static int vhdx_walk(struct img *im, uint64_t off, uint64_t len,
+                     int (*fn)(struct img *im, const struct vhdx_run *r, void *arg,
+                               struct error *e),
+                     void *arg, struct error *e)
 {
   struct vhdx *v = im->priv;
   uint64_t end = off + len;
@@ -837,7 +798,7 @@ static int vhdx_extents(struct img *im, uint64_t off, uint64_t len, struct exten
     if (vhdx_block_runs(im, v, off, end - off, runs, &nr, bm, e) < 0)
       goto out;
     for (size_t i = 0; i < nr; i++) {
-      if (extent_list_add(out, runs[i].off, runs[i].len, runs[i].kind, e) < 0)
+      if (fn(im, &runs[i], arg, e) < 0)
         goto out;
       off = runs[i].off + runs[i].len;
     }
@@ -848,6 +809,38 @@ out:
     free(runs);
   free(bm);
   return ret;
+}
+
+struct vhdx_dst {
+  uint8_t *buf;
+  uint64_t start;
+};
+
+static int vhdx_read_run(struct img *im, const struct vhdx_run *r, void *arg, struct error *e)
+{
+  const struct vhdx_dst *d = arg;
+  uint8_t *dst = d->buf + (r->off - d->start);
+  if (r->kind == EXTENT_DATA)
+    return vhdx_read(im, im->priv, dst, r->len, r->host, e);
+  memset(dst, 0, r->len);
+  return 0;
+}
+
+static int vhdx_pread(struct img *im, void *buf, size_t len, uint64_t off, struct error *e)
+{
+  return vhdx_walk(im, off, len, vhdx_read_run, &(struct vhdx_dst){ buf, off }, e);
+}
+
+static int vhdx_list_run(struct img *im, const struct vhdx_run *r, void *arg, struct error *e)
+{
+  (void)im;
+  return extent_list_add(arg, r->off, r->len, r->kind, e);
+}
+
+static int vhdx_extents(struct img *im, uint64_t off, uint64_t len, struct extent_list *out,
+                        struct error *e)
+{
+  return vhdx_walk(im, off, len, vhdx_list_run, out, e);
 }
 
 static int vhdx_describe(struct img *im, struct json_object *obj, struct error *e)

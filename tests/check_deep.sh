@@ -36,23 +36,13 @@ if ! command -v guestfish >/dev/null; then
   info "SKIP lvm-root: guestfish is not installed (package libguestfs-tools)"
 else
   stamp="$(cat "$SRCDIR/fixtures/make-lvm-fixture.sh" "$FIXTURES/.stamp" | sha256sum | cut -c1-16)"
-  mkdir -p "$LVM_DIR"
-  exec 8>"$LVM_DIR.lock"
-  flock 8
-  if [ "$(cat "$LVM_DIR/.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$LVM_DIR/lvm-root.raw" ]; then
-    info "lvm-root: reusing $LVM_DIR/lvm-root.raw"
-  else
-    t1=$SECONDS
-    rm -f "$LVM_DIR/.stamp" "$LVM_DIR/lvm-root.raw"
-    SRC=$FIXTURES OUT=$LVM_DIR bash "$SRCDIR/fixtures/make-lvm-fixture.sh" >"$T/lvm-build.log" 2>&1 || {
-      flock -u 8
-      tail -n 30 "$T/lvm-build.log" >&2
-      fail "make-lvm-fixture.sh failed"
-    }
-    echo "$stamp" >"$LVM_DIR/.stamp"
-    info "lvm-root: built in $((SECONDS - t1))s"
-  fi
-  flock -u 8
+  t1=$SECONDS
+  build_once "$LVM_DIR" "$stamp" "$T/lvm-build.log" env SRC="$FIXTURES" OUT="$LVM_DIR" \
+    bash "$SRCDIR/fixtures/make-lvm-fixture.sh" || {
+    tail -n 30 "$T/lvm-build.log" >&2
+    fail "make-lvm-fixture.sh failed"
+  }
+  [ "$BUILT" = 1 ] && info "lvm-root: built in $((SECONDS - t1))s" || info "lvm-root: reusing $LVM_DIR/lvm-root.raw"
   LVM=$LVM_DIR/lvm-root.raw
 
   # The native check alone: the physical volume by its signature, and a

@@ -310,6 +310,28 @@ sys.exit(bad)
 PYEOF
 }
 
+# build_once DIR STAMP LOG CMD... - runs CMD, which fills DIR, unless DIR
+# was last filled under the same STAMP; tests running at once wait for each
+# other on DIR.lock. Returns CMD's status (its output goes to LOG) and sets
+# BUILT to 1 when it ran.
+build_once() {
+  local dir=$1 stamp=$2 log=$3 rc=0 fd
+  shift 3
+  mkdir -p "$dir"
+  exec {fd}>"$dir.lock"
+  flock "$fd"
+  BUILT=0
+  if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    BUILT=1
+    rm -f "$dir/.stamp"
+    "$@" >"$log" 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] || echo "$stamp" >"$dir/.stamp"
+  fi
+  flock -u "$fd"
+  exec {fd}>&-
+  return "$rc"
+}
+
 # ensure_fixtures [ARM64] - builds the bootable fixtures with
 # fixtures/make-boot-fixtures.sh into $FIXTURES (default beside $TESTTMP),
 # once: later calls and other tests reuse them until the builder or the
@@ -320,26 +342,18 @@ FIXTURES_CACHE=${CACHE:-$(dirname "$FIXTURES")/fixtures-cache} # beside the fixt
 ensure_fixtures() {
   local arm64=${1:-1} stamp rc=0 t0=$SECONDS
   stamp="$(cat "$SRCDIR/fixtures/make-boot-fixtures.sh" "$SRCDIR/fixtures/expected.json" | sha256sum | cut -c1-16) ARM64=$arm64"
-  mkdir -p "$FIXTURES"
-  exec 9>"$FIXTURES.lock"
-  flock 9
-  if [ "$(cat "$FIXTURES/.stamp" 2>/dev/null)" = "$stamp" ] && [ -s "$FIXTURES/expected.json" ]; then
-    info "fixtures: reusing $FIXTURES"
-  else
-    info "fixtures: building into $FIXTURES (packages cached in $FIXTURES_CACHE)"
-    rm -f "$FIXTURES/.stamp"
-    OUT=$FIXTURES CACHE=$FIXTURES_CACHE ARM64=$arm64 bash "$SRCDIR/fixtures/make-boot-fixtures.sh" \
-      >"$T/fixtures-build.log" 2>&1 || rc=$?
-    if [ "$rc" -eq 3 ]; then
-      flock -u 9
-      tail -n 5 "$T/fixtures-build.log"
-      skip "the Debian packages the fixtures are built from could not be downloaded"
-    fi
-    [ "$rc" -eq 0 ] || { flock -u 9; tail -n 40 "$T/fixtures-build.log" >&2; fail "make-boot-fixtures.sh exited $rc"; }
-    echo "$stamp" >"$FIXTURES/.stamp"
-    info "fixtures: built in $((SECONDS - t0))s"
+  build_once "$FIXTURES" "$stamp" "$T/fixtures-build.log" env OUT="$FIXTURES" \
+    CACHE="$FIXTURES_CACHE" ARM64="$arm64" bash "$SRCDIR/fixtures/make-boot-fixtures.sh" || rc=$?
+  if [ "$rc" -eq 3 ]; then
+    tail -n 5 "$T/fixtures-build.log"
+    skip "the Debian packages the fixtures are built from could not be downloaded"
   fi
-  flock -u 9
+  [ "$rc" -eq 0 ] || { tail -n 40 "$T/fixtures-build.log" >&2; fail "make-boot-fixtures.sh exited $rc"; }
+  if [ "$BUILT" = 1 ]; then
+    info "fixtures: built into $FIXTURES in $((SECONDS - t0))s (packages cached in $FIXTURES_CACHE)"
+  else
+    info "fixtures: reusing $FIXTURES"
+  fi
 }
 
 # wait_ready NAME PID OUT LOG - waits (20 s at most) for the server started

@@ -68,6 +68,12 @@ struct image_args {
  * option or a bad value (reported as a usage error). */
 int cli_image_option(const char *cmd, int c, const char *arg, struct image_args *ia);
 
+/* Parses the options of a command that reads one IMAGE and prints what it
+ * finds (IMAGE_LONGOPTS, BUNDLE_SOURCE_LONGOPTS, --output, --help): -1 to
+ * go on with the IMAGE at argv[optind], else the exit code. */
+int cli_image_command(const char *cmd, const char *help, int argc, char **argv,
+                      struct image_args *ia, enum output *out);
+
 /* Opens path as the options say: a file, or an EBS snapshot (ebs:snap-...,
  * snap-...) or an AMI's root volume (ami-...). */
 struct img *cli_open_image(const char *path, const struct image_args *ia, struct error *e);

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "ec2.h"
 
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,29 @@ int cli_image_option(const char *cmd, int c, const char *arg, struct image_args 
     cli_usage(cmd, "unknown option");
     return -1;
   }
+}
+
+int cli_image_command(const char *cmd, const char *help, int argc, char **argv,
+                      struct image_args *ia, enum output *out)
+{
+  static const struct option longopts[] = {
+    IMAGE_LONGOPTS,
+    BUNDLE_SOURCE_LONGOPTS,
+    { "output", required_argument, NULL, 'O' },
+    { "help", no_argument, NULL, 'h' },
+    { 0 },
+  };
+  int c;
+  while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'O': if (cli_parse_output(cmd, optarg, out)) return EXIT_USAGE; break;
+    case 'h': fputs(help, stdout); return EXIT_OK;
+    default: if (cli_image_option(cmd, c, optarg, ia) < 0) return EXIT_USAGE; break;
+    }
+  }
+  if (optind + 1 != argc)
+    return cli_usage(cmd, "expects one IMAGE");
+  return -1;
 }
 
 int cli_fail(const struct error *e)

@@ -47,25 +47,11 @@ static void print_human(struct json_object *o, int depth)
 
 int cmd_info(int argc, char **argv)
 {
-  static const struct option longopts[] = {
-    IMAGE_LONGOPTS,
-    BUNDLE_SOURCE_LONGOPTS,
-    { "output", required_argument, NULL, 'O' },
-    { "help", no_argument, NULL, 'h' },
-    { 0 },
-  };
   enum output out = OUTPUT_HUMAN;
   struct image_args ia = { 0 };
-  int c;
-  while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
-    switch (c) {
-    case 'O': if (cli_parse_output("info", optarg, &out)) return EXIT_USAGE; break;
-    case 'h': fputs(help, stdout); return EXIT_OK;
-    default: if (cli_image_option("info", c, optarg, &ia) < 0) return EXIT_USAGE; break;
-    }
-  }
-  if (optind + 1 != argc)
-    return cli_usage("info", "expects one IMAGE");
+  int rc = cli_image_command("info", help, argc, argv, &ia, &out);
+  if (rc >= 0)
+    return rc;
   const char *id = argv[optind];
   if (strncmp(id, "ebs:", 4) == 0 && strncmp(id + 4, "snap-", 5) == 0)
     id += 4;
@@ -83,7 +69,7 @@ int cmd_info(int argc, char **argv)
     json_object_object_add(o, "format-guessed", json_object_new_boolean(1));
   json_object_object_add(o, "virtual-size", json_object_new_int64((int64_t)im->size));
   json_object_object_add(o, "actual-size", json_object_new_int64(img_actual_size(im)));
-  int rc = EXIT_FAIL;
+  rc = EXIT_FAIL;
   if (im->fmt->describe && im->fmt->describe(im, o, &e) < 0)
     goto out;
   if (img_map_walk(im, add_extent, sums, &e) < 0)

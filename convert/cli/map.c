@@ -40,25 +40,11 @@ static int print_extent(void *ctx, const struct extent *x, struct error *e)
 
 int cmd_map(int argc, char **argv)
 {
-  static const struct option longopts[] = {
-    IMAGE_LONGOPTS,
-    BUNDLE_SOURCE_LONGOPTS,
-    { "output", required_argument, NULL, 'O' },
-    { "help", no_argument, NULL, 'h' },
-    { 0 },
-  };
   enum output out = OUTPUT_HUMAN;
   struct image_args ia = { 0 };
-  int c;
-  while ((c = getopt_long(argc, argv, "f:h", longopts, NULL)) != -1) {
-    switch (c) {
-    case 'O': if (cli_parse_output("map", optarg, &out)) return EXIT_USAGE; break;
-    case 'h': fputs(help, stdout); return EXIT_OK;
-    default: if (cli_image_option("map", c, optarg, &ia) < 0) return EXIT_USAGE; break;
-    }
-  }
-  if (optind + 1 != argc)
-    return cli_usage("map", "expects one IMAGE");
+  int rc = cli_image_command("map", help, argc, argv, &ia, &out);
+  if (rc >= 0)
+    return rc;
   struct error e = { 0 };
   struct img *im = cli_open_image(argv[optind], &ia, &e);
   if (!im)
@@ -66,7 +52,7 @@ int cmd_map(int argc, char **argv)
   if (out == OUTPUT_HUMAN)
     printf("%-18s %-18s %s\n", "Offset", "Length", "Kind");
   struct printer p = { out, true };
-  int rc = img_map_walk(im, print_extent, &p, &e) < 0 ? EXIT_FAIL : EXIT_OK;
+  rc = img_map_walk(im, print_extent, &p, &e) < 0 ? EXIT_FAIL : EXIT_OK;
   if (rc == EXIT_OK && out == OUTPUT_JSON)
     puts(p.first ? "[]" : "]");
   img_close(im);

@@ -328,7 +328,7 @@ static int xfs_bmbt_walk(struct fs *fs, const struct xfs_inode *ip, uint64_t fsb
                          unsigned *visits, struct error *e)
 {
   struct xfs *x = fs->priv;
-  uint64_t lin;
+  uint64_t lin = 0;
   if (++*visits > 2 * ip->nextents + 16)
     return xfs_err(fs, e, "inode %llu: its extent B+tree has more blocks than its %llu extents "
                    "need", (unsigned long long)ip->ino, (unsigned long long)ip->nextents);
