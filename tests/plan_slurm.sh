@@ -9,6 +9,7 @@
 setup_tmp
 require_cmd qemu-img curl mkfs.ext4
 /usr/bin/python3 -c 'import botocore' 2>/dev/null || skip "python3-botocore is not installed"
+[ -x /usr/bin/aws ] || skip "Debian's awscli (/usr/bin/aws) is not installed"
 ensure_fixtures 1
 start_slurm
 start_fakeaws
@@ -75,6 +76,7 @@ readback() { # SNAP FILE
   /usr/bin/python3 "$SRCDIR/tests/ebs_readback.py" "$FAKEAWS_URL" "$1" "$T/back.raw" "$size" >/dev/null 2>"$T/rb.err" ||
     { cat "$T/rb.err" >&2; fail "reading back $1 failed"; }
   cmp -s "$2" "$T/back.raw" || fail "snapshot $1 differs from $2"
+  awscli_spot "$1" "$2" # and the AWS CLI itself reads its first and last blocks
 }
 snaps() { /usr/bin/python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["snapshot_ids"]))' "$R/$1.json"; }
 readback "$(snaps bios)" "$P/x86_64-bios-mbr.raw"
@@ -85,7 +87,7 @@ readback "$(snaps hybrid)" "$P/x86_64-hybrid-gpt.raw"
 readback "$(snaps arm)" "$P/aarch64-uefi-gpt.raw"
 qemu-img convert -O raw "$P/bios2.qcow2" "$T/bios2.raw" || fail "qemu-img convert failed"
 readback "$(snaps bios2)" "$T/bios2.raw"
-info "the 6 snapshots of the 5 AMIs read back equal to their disks"
+info "the 6 snapshots of the 5 AMIs read back equal to their disks (botocore, and awscli's spot checks)"
 
 # --- plan run --all --parallel 3: the same results ---
 R2=$T/results-local
