@@ -119,7 +119,7 @@ stderr_has "manifest says i386 but the guest" "x86_64"
 amiport_ok upload-bundle --bucket "$BUCKET/resume" --manifest "$M"
 RURL=s3://$BUCKET/resume/disk.img.manifest.xml
 nblocks=$(((size + 524287) / 524288))
-kill_import_midway "$nblocks" "$T/killed.err" --output=json -j 4 --privatekey "$T/key.pem" \
+kill_midway "$nblocks" "$T/killed.err" import --output=json -j 4 --privatekey "$T/key.pem" \
   --name resumed "$RURL"
 snap=$KILLED_SNAP
 amiport_ok import --output=json -j 4 --privatekey "$T/key.pem" --name resumed "$RURL"

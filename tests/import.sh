@@ -136,7 +136,7 @@ rm -rf "$XDG_STATE_HOME"/amiport
 
 # --- an import killed halfway resumes and sends only the rest ---
 nblocks=$(((size + 524287) / 524288))
-kill_import_midway "$nblocks" "$T/killed.err" --output=json -j 4 --name resumed "$src"
+kill_midway "$nblocks" "$T/killed.err" import --output=json -j 4 --name resumed "$src"
 snap=$KILLED_SNAP
 import_ok "$src" --name resumed
 [ "$SNAP" = "$snap" ] || fail "the rerun did not resume $snap but used $SNAP"

@@ -94,25 +94,7 @@ grep -q "are the same file" "$T/stderr" || fail "the same disk twice: $(cat "$T/
 mkdir -p "$T/pkg"
 qimg convert -f raw -O vmdk -o subformat=streamOptimized "$T/data.raw" "$T/pkg/disk1.vmdk"
 qimg convert -f raw -O vmdk -o subformat=streamOptimized "$root" "$T/pkg/disk2.vmdk"
-mk_ova() { # mk_ova OUT DISK... - an OVF listing the disks in that order, and the disks
-  local out=$1 i=0 f refs= disks=
-  shift
-  for f in "$@"; do
-    i=$((i + 1))
-    refs+="<File ovf:href=\"$f\" ovf:id=\"file$i\" ovf:size=\"$(stat -c %s "$T/pkg/$f")\"/>"
-    disks+="<Disk ovf:capacity=\"$(qemu-img info --output=json "$T/pkg/$f" | json_get /dev/stdin virtual-size)\" ovf:diskId=\"vmdisk$i\" ovf:fileRef=\"file$i\" ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\"/>"
-  done
-  cat >"$T/pkg/vm.ovf" <<OVF
-<?xml version="1.0" encoding="UTF-8"?>
-<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
-  <References>$refs</References>
-  <DiskSection><Info>disks</Info>$disks</DiskSection>
-  <VirtualSystem ovf:id="vm"><Info>vm</Info><Name>vm</Name></VirtualSystem>
-</Envelope>
-OVF
-  (cd "$T/pkg" && tar --format=ustar -cf "$out" vm.ovf "$@") || fail "tar failed"
-}
-mk_ova "$T/vm.ova" disk1.vmdk disk2.vmdk
+mk_ova "$T/vm.ova" "$T/pkg/disk1.vmdk" "$T/pkg/disk2.vmdk"
 rm -rf "$XDG_STATE_HOME"/amiport
 amiport_ok import --output=json -j 8 --volume-type gp2 --name ova "$T/vm.ova"
 cp "$T/stdout" "$T/ova.json"
@@ -121,7 +103,7 @@ cp "$T/stdout" "$T/ova.json"
 check_ami "$T/ova.json" /dev/sdb
 # two data disks: no root to tell
 qimg convert -f raw -O vmdk -o subformat=streamOptimized "$T/data.raw" "$T/pkg/disk3.vmdk"
-mk_ova "$T/noroot.ova" disk1.vmdk disk3.vmdk
+mk_ova "$T/noroot.ova" "$T/pkg/disk1.vmdk" "$T/pkg/disk3.vmdk"
 expect_rc 2 import --name x "$T/noroot.ova"
 grep -q "none of its 2 disks has a bootloader; pass --root-disk" "$T/stderr" ||
   fail "an OVA with no bootable disk: $(cat "$T/stderr")"

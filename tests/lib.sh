@@ -411,6 +411,31 @@ fakeaws_ctl() {
     fail "fakeaws control $1 $2 failed"
 }
 
+# mk_ova OUT DISK... - an OVA of streamOptimized VMDKs that sit in one
+# folder: an OVF listing them in that order, then the disks.
+mk_ova() {
+  local out=$1 dir i=0 f refs= disks=
+  shift
+  dir=$(dirname "$1")
+  for f in "$@"; do
+    i=$((i + 1))
+    f=$(basename "$f")
+    refs+="<File ovf:href=\"$f\" ovf:id=\"file$i\" ovf:size=\"$(stat -c %s "$dir/$f")\"/>"
+    disks+="<Disk ovf:capacity=\"$(qemu-img info --output=json "$dir/$f" | json_get /dev/stdin virtual-size)\" ovf:diskId=\"vmdisk$i\" ovf:fileRef=\"file$i\" ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\"/>"
+  done
+  cat >"$dir/vm.ovf" <<OVF
+<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References>$refs</References>
+  <DiskSection><Info>disks</Info>$disks</DiskSection>
+  <VirtualSystem ovf:id="vm"><Info>vm</Info><Name>vm</Name></VirtualSystem>
+</Envelope>
+OVF
+  local names=()
+  for f in "$@"; do names+=("$(basename "$f")"); done
+  (cd "$dir" && tar --format=ustar -cf "$out" vm.ovf "${names[@]}") || fail "tar of $out failed"
+}
+
 # fakeaws_made - "SNAPSHOTS REGISTERS": the snapshots the emulator holds and
 # the RegisterImage requests it has answered (a rerun must change neither).
 fakeaws_made() {
@@ -420,14 +445,15 @@ s = json.load(sys.stdin)
 print(len(s["snapshots"]), s["ops"].get("RegisterImage", {}).get("requests", 0))'
 }
 
-# kill_import_midway NBLOCKS ERRFILE IMPORT_ARGS... - runs amiport import in
-# the background with PutSnapshotBlock slowed down, kills it (-9) once its
-# snapshot holds a third of NBLOCKS, and sets KILLED_SNAP to that snapshot.
-kill_import_midway() {
+# kill_midway NBLOCKS ERRFILE ARGS... - runs amiport ARGS (an import, a plan
+# task) in the background with PutSnapshotBlock slowed down, kills it (-9)
+# once its snapshot holds a third of NBLOCKS, and sets KILLED_SNAP to that
+# snapshot. Give it few jobs (-j 4), so a third is well before the end.
+kill_midway() {
   local nblocks=$1 err=$2 pid held
   shift 2
   fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
-  "$AMIPORT" import "$@" >/dev/null 2>"$err" &
+  "$AMIPORT" "$@" >/dev/null 2>"$err" &
   pid=$!
   KILLED_SNAP=
   for _ in $(seq 300); do

@@ -53,7 +53,7 @@ mk_mf() {
     echo "$algo($f)= $sum" >>"$d/vm.mf"
   done
 }
-mk_ova() { # mk_ova OUT TARFORMAT FILES...
+pack_ova() { # pack_ova OUT TARFORMAT FILES...
   local out=$1 fmt=$2
   shift 2
   (cd "$T/pkg" && tar --format="$fmt" -cf "$out" "$@") || fail "tar $fmt failed"
@@ -69,7 +69,7 @@ for algo in SHA256 SHA1; do
   mk_mf "$T/pkg" $algo
   for fmt in ustar gnu pax; do
     ova=$T/vm-$algo-$fmt.ova
-    mk_ova "$ova" $fmt vm.ovf vm.mf vm-disk1.vmdk vm-disk2.vmdk
+    pack_ova "$ova" $fmt vm.ovf vm.mf vm-disk1.vmdk vm-disk2.vmdk
     amiport_ok info --output=json "$ova"
     cp "$T/stdout" "$T/info.json"
     [ "$(json_get "$T/info.json" format)" = ova ] || fail "$fmt/$algo: format is not ova"
@@ -103,7 +103,7 @@ amiport_ok convert -O qcow2 "$T/vm-SHA256-ustar.ova" "$T/vm.qcow2"
 qemu-img compare -f raw -F qcow2 "$T/want1.raw" "$T/vm.qcow2" >/dev/null || fail "ova -> qcow2 differs"
 
 # no manifest; the OVF not first (still found)
-mk_ova "$T/nomf.ova" ustar vm-disk1.vmdk vm.ovf vm-disk2.vmdk
+pack_ova "$T/nomf.ova" ustar vm-disk1.vmdk vm.ovf vm-disk2.vmdk
 amiport_ok convert -f ova -O raw "$T/nomf.ova" "$T/got.raw"
 cmp -s "$T/want1.raw" "$T/got.raw" || fail "no manifest: converts wrong"
 
@@ -126,7 +126,7 @@ for l in lines:
     out.append(l)
 open(d + "/vm.mf", "w").write("\n".join(out) + "\n")
 PY
-mk_ova "$T/badmf.ova" ustar vm.ovf vm.mf vm-disk1.vmdk vm-disk2.vmdk
+pack_ova "$T/badmf.ova" ustar vm.ovf vm.mf vm-disk1.vmdk vm-disk2.vmdk
 mkdir -p "$T/out"
 expect_rc 1 convert -O raw "$T/badmf.ova" "$T/out/x.raw"
 stderr_is_error
@@ -138,16 +138,16 @@ amiport_ok convert --disk 2 -O raw "$T/badmf.ova" "$T/got-d2.raw"
 # a digest of the OVF that does not match
 mk_mf "$T/pkg" SHA1
 sed -i 's/^SHA1(vm.ovf)= .*/SHA1(vm.ovf)= 0000000000000000000000000000000000000000/' "$T/pkg/vm.mf"
-mk_ova "$T/badovf.ova" ustar vm.ovf vm.mf vm-disk1.vmdk vm-disk2.vmdk
+pack_ova "$T/badovf.ova" ustar vm.ovf vm.mf vm-disk1.vmdk vm-disk2.vmdk
 expect_rc 1 info "$T/badovf.ova"
 stderr_has "gives SHA1 0000000000000000000000000000000000000000 for 'vm.ovf'"
 # a disk the archive does not hold
-mk_ova "$T/nodisk.ova" ustar vm.ovf vm-disk2.vmdk
+pack_ova "$T/nodisk.ova" ustar vm.ovf vm-disk2.vmdk
 expect_rc 1 info "$T/nodisk.ova"
 stderr_has "refers to 'vm-disk1.vmdk', which is not in the archive"
 # gzip-compressed file references
 sed -i 's|ovf:id="file1"|ovf:id="file1" ovf:compression="gzip"|' "$T/pkg/vm.ovf"
-mk_ova "$T/gz.ova" ustar vm.ovf vm-disk1.vmdk vm-disk2.vmdk
+pack_ova "$T/gz.ova" ustar vm.ovf vm-disk1.vmdk vm-disk2.vmdk
 expect_rc 1 info "$T/gz.ova"
 stderr_has "'vm-disk1.vmdk' is gzip-compressed; not supported"
 rm -f "$T/got.raw" "$T/got-d2.raw"

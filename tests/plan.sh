@@ -160,24 +160,10 @@ info "idempotence: reruns (with and without resume state) made no snapshot or AM
 
 # --- a task killed midway: the rerun continues the same pending snapshot ---
 cp --sparse=always "$FIXTURES/x86_64-bios-mbr.raw" "$P/late.raw"
-printf '{"name": "late", "disks": ["late.raw"], "ami_name": "fleet late"}\n' >>"$P/fleet.jsonl"
+printf '{"name": "late", "disks": ["late.raw"], "ami_name": "fleet late", "options": {"jobs": 4}}\n' >>"$P/fleet.jsonl"
 before=$(fakeaws_made)
-fakeaws_ctl POST faults '[{"op": "PutSnapshotBlock", "kind": "slow", "delay_ms": 100}]' >/dev/null
-"$AMIPORT" plan run "$P/fleet.jsonl" --task 4 --results "$R" >/dev/null 2>"$T/late.err" &
-pid=$!
-late_snap=
-for _ in $(seq 300); do
-  late_snap=$(grep -o 'snap-[0-9a-f]*' "$T/late.err" | head -1)
-  if [ -n "$late_snap" ]; then
-    held=$(fakeaws_ctl GET stats | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"].get(sys.argv[1], {}).get("blocks", 0))' "$late_snap")
-    [ "$held" -ge 20 ] && break
-  fi
-  sleep 0.1
-done
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
-fakeaws_ctl POST faults '[]' >/dev/null
-[ -n "$late_snap" ] || fail "the killed task never named its snapshot: $(cat "$T/late.err")"
+kill_midway "$(( $(stat -c %s "$P/late.raw") / 524288 ))" "$T/late.err" plan run "$P/fleet.jsonl" --task 4 --results "$R"
+late_snap=$KILLED_SNAP
 [ ! -e "$R/late.json" ] || fail "the killed task wrote a ledger: $(cat "$R/late.json")"
 amiport_ok plan run "$P/fleet.jsonl" --task 4 --results "$R"
 [ "$(json_get "$R/late.json" state)" = done ] || fail "late: $(cat "$R/late.json")"
@@ -191,3 +177,29 @@ set -- $before
 expect_rc 1 plan status "$P/fleet.jsonl" --results "$R"
 grep -q '^5 lines: 3 done, 1 failed, 1 refused, 0 pending' "$T/stdout" || fail "status: $(cat "$T/stdout")"
 info "a task killed midway: the rerun resumed $late_snap, one snapshot and one AMI in all"
+
+# --- an OVA as a line's one disk: every disk of it, its bootable disk the root ---
+mkdir -p "$P/pkg"
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$P/data.raw" "$P/pkg/disk1.vmdk" &&
+  qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$P/bios.raw" "$P/pkg/disk2.vmdk" ||
+  fail "qemu-img convert to vmdk failed"
+mk_ova "$P/vm.ova" "$P/pkg/disk1.vmdk" "$P/pkg/disk2.vmdk"
+mk_ova "$P/data2.ova" "$P/pkg/disk1.vmdk" "$P/pkg/disk1.vmdk"
+cat >"$P/ova.jsonl" <<'JSONL'
+{"name": "ova", "disks": ["vm.ova"], "ami_name": "fleet ova", "options": {"sparse": "holes"}}
+{"name": "noroot", "disks": ["data2.ova"], "ami_name": "fleet noroot"}
+{"name": "ovamix", "disks": ["vm.ova", "data.raw"], "ami_name": "fleet ovamix"}
+JSONL
+expect_rc 1 plan check "$P/ova.jsonl"
+grep -E '^0 +ova +1 +x86_64 +legacy-bios +import$' "$T/stdout" >/dev/null || fail "check: ova: $(cat "$T/stdout")"
+grep -E '^1 +noroot .* refused: .*none of its 2 disks has a bootloader; set options.root_disk' "$T/stdout" >/dev/null ||
+  fail "check: noroot: $(cat "$T/stdout")"
+grep -E '^2 +ovamix .* refused: .*an OVA of 2 disks is a VM.s only disk' "$T/stdout" >/dev/null ||
+  fail "check: ovamix: $(cat "$T/stdout")"
+amiport_ok plan run "$P/ova.jsonl" --task 0 --results "$R"
+[ "$(json_get "$R/ova.json" state)" = done ] || fail "ova: $(cat "$R/ova.json")"
+set -- $(/usr/bin/python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["snapshot_ids"]))' "$R/ova.json")
+[ $# -eq 2 ] || fail "ova: $# snapshots, expected the OVA's 2: $(cat "$R/ova.json")"
+readback "$1" "$P/bios.raw"  # the disk with a bootloader maps first,
+readback "$2" "$P/data.raw"  # the other after it
+info "an OVA line: both its disks imported, the bootable one as the root"

@@ -37,7 +37,9 @@ static const char plan_help[] =
   "instance-store AMI (ami-...), read with --privatekey. options are import's\n"
   "options without their dashes: arch, boot_mode, ena, encrypted, force,\n"
   "imds_support, jobs, keep_volumes, kms_key_id, max_rate, no_register,\n"
-  "root_device, sparse, timeout, tpm_support, volume_type.\n\n"
+  "root_device, root_disk, sparse, timeout, tpm_support, volume_type. A line\n"
+  "whose one disk is an OVA imports every disk of it, the root being the one\n"
+  "disk with a bootloader, or options.root_disk (1-based).\n\n"
   "check validates every line, runs check on every VM's disks and prints what\n"
   "would be imported and what refused; it exits 1 if any line would be refused.\n"
   "A bundle is read whole to a spool file in $TMPDIR to be checked.\n\n"
@@ -87,9 +89,14 @@ struct verdict {
   bool ena;
 };
 
-static int judge(const struct import_disk *d, size_t n, struct verdict *out, struct error *e)
+/* Inspects the disks and judges them as one VM whose root is d[pick], or
+ * with pick -1 the one disk with a bootloader (an OVA's); *root: which. */
+static int judge(const struct import_disk *d, size_t n, int pick, size_t *root,
+                 struct verdict *out, struct error *e)
 {
   struct inspection *in[PLAN_MAX_DISKS] = { 0 };
+  const struct inspection *others[PLAN_MAX_DISKS];
+  size_t r = pick > 0 ? (size_t)pick : 0, nothers = 0, found = 0;
   int rc = -1;
   memset(out, 0, sizeof *out);
   for (size_t k = 0; k < n; k++) {
@@ -102,15 +109,30 @@ static int judge(const struct import_disk *d, size_t n, struct verdict *out, str
       goto out;
     }
   }
-  inspect_judge_vm(in[0], (const struct inspection *const *)in + 1, n - 1);
-  out->importable = inspect_importable(in[0]);
-  for (size_t i = 0; i < in[0]->nfindings; i++)
-    if (in[0]->findings[i].severity == SEV_ERROR &&
-        strlen(out->findings) + strlen(in[0]->findings[i].code) + 3 < sizeof out->findings)
+  for (size_t k = 0; pick < 0 && k < n; k++)
+    if (in[k]->bootloader[0] || in[k]->efi_loader[0]) {
+      r = k;
+      found++;
+    }
+  if (pick < 0 && found != 1) {
+    error_set(e, ERR_USAGE, "%s: %s of its %zu disks has a bootloader; set options.root_disk",
+              d[0].src->path, found ? "more than one" : "none", n);
+    goto out;
+  }
+  for (size_t k = 0; k < n; k++)
+    if (k != r)
+      others[nothers++] = in[k];
+  inspect_judge_vm(in[r], others, nothers);
+  *root = r;
+  const struct inspection *ri = in[r];
+  out->importable = inspect_importable(ri);
+  for (size_t i = 0; i < ri->nfindings; i++)
+    if (ri->findings[i].severity == SEV_ERROR &&
+        strlen(out->findings) + strlen(ri->findings[i].code) + 3 < sizeof out->findings)
       snprintf(out->findings + strlen(out->findings), sizeof out->findings - strlen(out->findings),
-               "%s%s", out->findings[0] ? ", " : "", in[0]->findings[i].code);
+               "%s%s", out->findings[0] ? ", " : "", ri->findings[i].code);
   struct ami_params ap;
-  inspect_ami_params(in[0], &ap);
+  inspect_ami_params(ri, &ap);
   snprintf(out->arch, sizeof out->arch, "%s", ap.arch ? ap.arch : "");
   snprintf(out->boot_mode, sizeof out->boot_mode, "%s", ap.boot_mode ? ap.boot_mode : "");
   out->ena = ap.ena;
@@ -177,24 +199,54 @@ static int vm_check(const struct plan *p, const struct plan_line *l, const struc
     if (!v->d[k].src)
       return error_prefix(e, "disk %s", v->path[k]);
     v->n++;
-    snprintf(v->dev[k], sizeof v->dev[k], "/dev/sd%c", (char)('a' + k));
-    v->d[k].device = v->dev[k];
     if (remote && !(v->stream = bundle_image_manifest(v->d[k].src)))
       return error_set(e, ERR_USAGE, "%s is EBS-backed already; a plan imports image files, "
                        "bundles and instance-store AMIs", v->path[k]);
+    if (!remote && img_ova_disks(v->d[k].src) > 1 && l->ndisks > 1)
+      return error_set(e, ERR_USAGE, "%s: an OVA of %u disks is a VM's only disk", v->path[k],
+                       img_ova_disks(v->d[k].src));
   }
-  if (!v->stream)
-    return judge(v->d, v->n, &v->j, e);
-  if (stream) { /* until the snapshot is inspected */
+  /* an OVA of several disks: every disk of it, the one with a bootloader the root */
+  unsigned nd = v->stream ? 1 : img_ova_disks(v->d[0].src);
+  if (nd > PLAN_MAX_DISKS)
+    return error_set(e, ERR_UNSUPPORTED, "%s: the OVF lists %u disks; a VM has at most %d",
+                     v->path[0], nd, PLAN_MAX_DISKS);
+  for (unsigned k = 1; k < nd; k++) {
+    snprintf(v->path[k], sizeof v->path[k], "%s", v->path[0]);
+    if (!(v->d[k].src = img_open(v->path[k], NULL, &(struct open_opts){ .disk_index = k + 1 }, e)))
+      return error_prefix(e, "disk %u of %s", k + 1, v->path[k]);
+    v->n++;
+  }
+  if (l->opt.root_disk > v->n)
+    return error_set(e, ERR_USAGE, "options.root_disk %u: the VM has %zu disk%s", l->opt.root_disk,
+                     v->n, v->n > 1 ? "s" : "");
+  int pick = l->opt.root_disk ? (int)l->opt.root_disk - 1 : nd > 1 ? -1 : 0;
+  size_t root = 0;
+  int rc = 0;
+  if (v->stream && stream) { /* until the snapshot is inspected */
     v->j.importable = true;
     snprintf(v->j.arch, sizeof v->j.arch, "%s", manifest_arch(v->stream));
-    return 0;
+  } else if (v->stream) {
+    struct img *im = cli_spool(v->d[0].src, false, e);
+    if (!im)
+      return -1;
+    rc = judge(&(struct import_disk){ .src = im }, 1, 0, &root, &v->j, e);
+    img_close(im);
+  } else
+    rc = judge(v->d, v->n, pick, &root, &v->j, e);
+  if (root) { /* the root maps first; the others keep their order */
+    struct import_disk d = v->d[root];
+    char path[PATH_MAX];
+    memcpy(path, v->path[root], sizeof path);
+    memmove(&v->d[1], &v->d[0], root * sizeof v->d[0]);
+    memmove(v->path[1], v->path[0], root * sizeof v->path[0]);
+    v->d[0] = d;
+    memcpy(v->path[0], path, sizeof path);
   }
-  struct img *im = cli_spool(v->d[0].src, false, e);
-  if (!im)
-    return -1;
-  int rc = judge(&(struct import_disk){ .src = im }, 1, &v->j, e);
-  img_close(im);
+  for (size_t k = 0; k < v->n; k++) {
+    snprintf(v->dev[k], sizeof v->dev[k], "/dev/sd%c", (char)('a' + k));
+    v->d[k].device = v->dev[k];
+  }
   return rc;
 }
 
@@ -344,7 +396,8 @@ static int judge_snapshot(void *arg, const char *snap, struct ec2_register *reg,
   if (!im)
     return -1;
   const char *said = manifest_arch(lr->v->stream);
-  int rc = judge(&(struct import_disk){ .src = im }, 1, &lr->v->j, e);
+  size_t root;
+  int rc = judge(&(struct import_disk){ .src = im }, 1, 0, &root, &lr->v->j, e);
   img_close(im);
   if (rc == 0)
     rc = refusal(&lr->v->j, lr->l, lr->v->path[0], e);

@@ -163,10 +163,14 @@ static int parse_options(json_object *o, const char *path, unsigned ln, struct p
     } else if (strcmp(k, "timeout") == 0) {
       if ((rc = get_uint(v, path, ln, f, 10, 4320, &n, e)) == 0)
         po->timeout_min = (unsigned)n;
+    } else if (strcmp(k, "root_disk") == 0) {
+      if ((rc = get_uint(v, path, ln, f, 1, PLAN_MAX_DISKS, &n, e)) == 0)
+        po->root_disk = (unsigned)n;
     } else
       rc = LERR(e, path, ln, "field '%s': no such import option (arch, boot_mode, ena, "
                 "encrypted, force, imds_support, jobs, keep_volumes, kms_key_id, max_rate, "
-                "no_register, root_device, sparse, timeout, tpm_support, volume_type)", f);
+                "no_register, root_device, root_disk, sparse, timeout, tpm_support, "
+                "volume_type)", f);
     if (rc < 0)
       return -1;
   }

@@ -25,6 +25,7 @@ struct plan_options {
   unsigned jobs;          /* 0: the default */
   double max_rate;        /* < 0: the default */
   unsigned timeout_min;   /* 0: the service's */
+  unsigned root_disk;     /* 1-based; 0: the first disk, or an OVA's one bootable disk */
 };
 
 struct plan_line {
