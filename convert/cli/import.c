@@ -1,12 +1,10 @@
-/* import.c - amiport import (image -> EBS snapshot -> AMI), amiport register
- * (snapshot or uploaded bundle -> AMI) and amiport wait. */
+/* import.c - amiport import (image -> EBS snapshot -> AMI). */
 #include "bundle.h"
 #include "cli.h"
 #include "import.h"
 #include "inspect.h"
+#include "reg_args.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -15,184 +13,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define MAX_TAGS 50 /* EC2's limit per resource */
-
-/* What register and import both take: how the AMI is described. */
-#define REGISTER_LONGOPTS                                   \
-  { "name", required_argument, NULL, 0x200 },              \
-  { "description", required_argument, NULL, 0x201 },      \
-  { "arch", required_argument, NULL, 0x202 },              \
-  { "boot-mode", required_argument, NULL, 0x203 },         \
-  { "ena", no_argument, NULL, 0x204 },                     \
-  { "no-ena", no_argument, NULL, 0x205 },                  \
-  { "imds-support", required_argument, NULL, 0x206 },      \
-  { "tpm-support", required_argument, NULL, 0x207 },       \
-  { "volume-type", required_argument, NULL, 0x208 },       \
-  { "root-device", required_argument, NULL, 0x209 },       \
-  { "tag", required_argument, NULL, 0x20a },               \
-  { "keep-volumes", no_argument, NULL, 0x20b },            \
-  { "output", required_argument, NULL, 0x20c },           \
-  { "uefi-data", required_argument, NULL, 0x20d }
-#define REGISTER_HELP                                                                     \
-  "      --name NAME           the AMI's name (required unless --no-register)\n"          \
-  "      --description TEXT    the AMI's (and snapshot's) description\n"                  \
-  "      --arch ARCH           x86_64, arm64 or i386 (default: what check found)\n"       \
-  "      --boot-mode MODE      legacy-bios, uefi or uefi-preferred (default: what check\n" \
-  "                            found: both loaders present gives uefi-preferred)\n"       \
-  "      --ena, --no-ena       EnaSupport (and SriovNetSupport=simple); default: whether\n" \
-  "                            the guest's kernel has the ENA driver\n"                   \
-  "      --imds-support V      v2.0 (the default: IMDSv2 only) or none\n"                 \
-  "      --tpm-support V       v2.0 for an NitroTPM (UEFI only)\n"                        \
-  "      --volume-type TYPE    gp3 (default), gp2, io1, io2, st1, sc1, standard\n"        \
-  "      --root-device DEV     root device name (default /dev/xvda)\n"                    \
-  "      --tag KEY=VALUE       a tag on the snapshot and the image (repeatable)\n"        \
-  "      --keep-volumes        volumes outlive their instances (DeleteOnTermination=false)\n" \
-  "      --output FMT          human (default) or json\n"                                 \
-  "      --uefi-data FILE      the AMI's UEFI variables: FILE holds the base64 text\n"     \
-  "                            RegisterImage takes as UefiData (as python-uefivars\n"     \
-  "                            writes it, or 'amiport export' of an AMI; at most 64000\n"  \
-  "                            characters); needs a uefi or uefi-preferred boot mode\n"
-
-struct reg_args {
-  struct ec2_register r;
-  int ena; /* -1: derive */
-  struct aws_tag tags[MAX_TAGS];
-  char *tagbuf[MAX_TAGS];
-  char *uefi_buf;
-  enum output out;
-};
-
-/* Reads FILE for --uefi-data: base64 text of at most EC2_UEFI_DATA_MAX
- * characters, trailing white space dropped. */
-static int read_uefi_data(const char *cmd, const char *path, struct reg_args *ra)
-{
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return cli_usage(cmd, "--uefi-data %s: %s", path, strerror(errno)), -1;
-  size_t cap = EC2_UEFI_DATA_MAX + 4096;
-  char *buf = malloc(cap + 1);
-  size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
-  bool err = ferror(f);
-  fclose(f);
-  if (!buf)
-    return cli_usage(cmd, "out of memory"), -1;
-  free(ra->uefi_buf);
-  ra->uefi_buf = buf;
-  if (err)
-    return cli_usage(cmd, "--uefi-data %s: read error", path), -1;
-  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-    n--;
-  if (n > EC2_UEFI_DATA_MAX)
-    return cli_usage(cmd, "--uefi-data %s: more than %d characters (RegisterImage's limit)", path,
-                     EC2_UEFI_DATA_MAX), -1;
-  if (n == 0)
-    return cli_usage(cmd, "--uefi-data %s: the file is empty", path), -1;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)buf[i];
-    bool pad = ch == '=' && i + 2 >= n && (i + 1 == n || buf[i + 1] == '=');
-    if (!(isalnum(ch) || ch == '+' || ch == '/' || pad))
-      return cli_usage(cmd, "--uefi-data %s: byte %zu is 0x%02x, not base64 (the file must hold "
-                            "the base64 text of the UEFI variable store)", path, i, ch), -1;
-  }
-  if (n % 4)
-    return cli_usage(cmd, "--uefi-data %s: %zu characters of base64 is not a multiple of 4", path,
-                     n), -1;
-  buf[n] = 0;
-  ra->r.uefi_data = buf;
-  return 0;
-}
-
-/* --uefi-data with a boot mode that cannot use it: a usage error. */
-static int check_uefi_boot_mode(const char *cmd, const struct reg_args *ra)
-{
-  const char *m = ra->r.boot_mode;
-  if (ra->r.uefi_data && (!m || strcmp(m, "legacy-bios") == 0))
-    return cli_usage(cmd, "--uefi-data needs a uefi or uefi-preferred boot mode (%s); pass "
-                          "--boot-mode", m ? "the boot mode is legacy-bios" : "none is given");
-  return 0;
-}
-
-static bool one_of(const char *v, const char *const *set)
-{
-  for (; *set; set++)
-    if (strcmp(v, *set) == 0)
-      return true;
-  return false;
-}
-
-/* Takes option c if it is one of REGISTER_LONGOPTS: 1 taken, 0 not one, -1 bad. */
-static int reg_option(const char *cmd, int c, const char *arg, struct reg_args *ra)
-{
-  static const char *const archs[] = { "x86_64", "arm64", "i386", NULL };
-  static const char *const modes[] = { "legacy-bios", "uefi", "uefi-preferred", NULL };
-  static const char *const vtypes[] = { "gp3", "gp2", "io1", "io2", "st1", "sc1", "standard", NULL };
-  switch (c) {
-  case 0x200: ra->r.name = arg; return 1;
-  case 0x201: ra->r.description = arg; return 1;
-  case 0x202:
-    if (!one_of(arg, archs))
-      return cli_usage(cmd, "--arch must be x86_64, arm64 or i386, not '%s'", arg), -1;
-    ra->r.arch = arg;
-    return 1;
-  case 0x203:
-    if (!one_of(arg, modes))
-      return cli_usage(cmd, "--boot-mode must be legacy-bios, uefi or uefi-preferred, not '%s'", arg), -1;
-    ra->r.boot_mode = arg;
-    return 1;
-  case 0x204: ra->ena = 1; return 1;
-  case 0x205: ra->ena = 0; return 1;
-  case 0x206:
-    if (strcmp(arg, "v2.0") && strcmp(arg, "none"))
-      return cli_usage(cmd, "--imds-support must be v2.0 or none, not '%s'", arg), -1;
-    ra->r.imds_support = strcmp(arg, "none") ? arg : NULL;
-    return 1;
-  case 0x207:
-    if (strcmp(arg, "v2.0"))
-      return cli_usage(cmd, "--tpm-support must be v2.0, not '%s'", arg), -1;
-    ra->r.tpm_support = arg;
-    return 1;
-  case 0x208:
-    if (!one_of(arg, vtypes))
-      return cli_usage(cmd, "--volume-type must be one of gp3 gp2 io1 io2 st1 sc1 standard, not '%s'", arg), -1;
-    ra->r.volume_type = arg;
-    return 1;
-  case 0x209:
-    if (strncmp(arg, "/dev/", 5) != 0)
-      return cli_usage(cmd, "--root-device must be a device name such as /dev/xvda, not '%s'", arg), -1;
-    ra->r.root_device = arg;
-    return 1;
-  case 0x20a: {
-    const char *eq = strchr(arg, '=');
-    if (!eq || eq == arg)
-      return cli_usage(cmd, "--tag must be KEY=VALUE, not '%s'", arg), -1;
-    if (ra->r.ntags == MAX_TAGS)
-      return cli_usage(cmd, "at most %d tags", MAX_TAGS), -1;
-    char *k = strndup(arg, (size_t)(eq - arg));
-    ra->tagbuf[ra->r.ntags] = k;
-    ra->tags[ra->r.ntags++] = (struct aws_tag){ k, eq + 1 };
-    ra->r.tags = ra->tags;
-    return 1;
-  }
-  case 0x20b: ra->r.keep_volumes = true; return 1;
-  case 0x20c: return cli_parse_output(cmd, arg, &ra->out) ? -1 : 1;
-  case 0x20d: return read_uefi_data(cmd, arg, ra) < 0 ? -1 : 1;
-  default: return 0;
-  }
-}
-
-static void reg_free(struct reg_args *ra)
-{
-  for (size_t i = 0; i < ra->r.ntags; i++)
-    free(ra->tagbuf[i]);
-  free(ra->uefi_buf);
-}
-
-static void print_json(json_object *j)
-{
-  puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-  json_object_put(j);
-}
 
 static const char import_help[] =
   "Usage: amiport import " IMAGE_USAGE " --name NAME [OPTIONS] IMAGE\n"
@@ -554,7 +374,7 @@ static int import_vm(char **paths, size_t npaths, struct image_args *ia, struct 
     rc = cli_fail(&e);
     goto out;
   }
-  if (vm_devices(v, devs, ndevs, ra->r.root_device) < 0 || check_uefi_boot_mode("import", ra)) {
+  if (vm_devices(v, devs, ndevs, ra->r.root_device) < 0 || cli_check_uefi_boot_mode("import", ra)) {
     rc = EXIT_USAGE;
     goto out;
   }
@@ -573,7 +393,7 @@ static int import_vm(char **paths, size_t npaths, struct image_args *ia, struct 
       json_object_object_add(j, "root_device_name", json_object_new_string(ra->r.root_device));
       json_object_object_add(j, "register", json_object_new_boolean(!io->no_register));
       json_object_object_add(j, "disks", vm_disks_json(v));
-      print_json(j);
+      cli_print_json(j);
     } else {
       printf("Would upload %zu disks and register '%s': %s, %s, ENA %s.\n", v->n,
              ra->r.name ? ra->r.name : "(no AMI)", ra->r.arch,
@@ -621,7 +441,7 @@ static int import_vm(char **paths, size_t npaths, struct image_args *ia, struct 
     json_object_object_add(j, "boot_mode", ra->r.boot_mode ? json_object_new_string(ra->r.boot_mode) : NULL);
     json_object_object_add(j, "ena_support", json_object_new_boolean(ra->r.ena));
     json_object_object_add(j, "disks", vm_disks_json(v));
-    print_json(j);
+    cli_print_json(j);
   } else {
     if (r->already_done)
       printf("Already imported.\n");
@@ -679,7 +499,7 @@ int cmd_import(int argc, char **argv)
   long n;
   char *end;
   while ((c = getopt_long(argc, argv, "f:j:ph", longopts, NULL)) != -1) {
-    int t = reg_option("import", c, optarg, &ra);
+    int t = cli_reg_option("import", c, optarg, &ra);
     if (t < 0)
       goto out;
     if (t > 0)
@@ -818,7 +638,7 @@ int cmd_import(int argc, char **argv)
     rc = cli_fail(&e);
     goto close;
   }
-  if (check_uefi_boot_mode("import", &ra)) {
+  if (cli_check_uefi_boot_mode("import", &ra)) {
     rc = EXIT_USAGE;
     goto close;
   }
@@ -844,7 +664,7 @@ int cmd_import(int argc, char **argv)
     json_object_object_add(j, "uefi_data", json_object_new_boolean(ra.r.uefi_data != NULL));
     json_object_object_add(j, "register", json_object_new_boolean(!io.no_register));
     if (ra.out == OUTPUT_JSON)
-      print_json(j);
+      cli_print_json(j);
     else {
       printf("Would upload %s (%s, %llu GiB volume) and register '%s': %s, %s, ENA %s.\n",
              im->path, im->fmt->name, (unsigned long long)(gib ? gib : 1),
@@ -898,7 +718,7 @@ int cmd_import(int argc, char **argv)
     json_object_object_add(j, "architecture", json_object_new_string(ra.r.arch));
     json_object_object_add(j, "boot_mode", ra.r.boot_mode ? json_object_new_string(ra.r.boot_mode) : NULL);
     json_object_object_add(j, "ena_support", json_object_new_boolean(ra.r.ena));
-    print_json(j);
+    cli_print_json(j);
   } else {
     char b[32];
     if (r.already_done)
@@ -916,207 +736,7 @@ int cmd_import(int argc, char **argv)
 close:
   img_close(im);
 out:
-  reg_free(&ra);
+  cli_reg_free(&ra);
   return rc;
 }
 
-static const char register_help[] =
-  "Usage: amiport register --name NAME [OPTIONS] SNAPSHOT_ID\n"
-  "       amiport register --name NAME --image-location BUCKET/KEY.manifest.xml [OPTIONS]\n\n"
-  "Registers an AMI whose root volume is the completed EBS snapshot SNAPSHOT_ID, or\n"
-  "an instance-store AMI from the bundle whose manifest is at BUCKET/KEY.manifest.xml\n"
-  "in S3 (as 'amiport upload-bundle' stored it: EC2 reads the manifest and the parts,\n"
-  "so they need the aws-exec-read ACL or a policy that lets EC2 read them).\n"
-  "Without --arch the architecture is x86_64; without --boot-mode the service's\n"
-  "default applies ('amiport import' derives both from the guest).\n\n"
-  AWS_HELP
-  REGISTER_HELP
-  "      --image-location LOC  BUCKET/KEY.manifest.xml (an s3:// in front is ignored):\n"
-  "                            register that bundle instead of a snapshot; the service\n"
-  "                            picks the root device (--root-device, --volume-type and\n"
-  "                            --keep-volumes do not apply)\n"
-  "      --kernel-id AKI       with --image-location: the kernel image (aki-...); the AMI\n"
-  "                            is then paravirtual, else hvm\n"
-  "      --ramdisk-id ARI      with --kernel-id: the ramdisk image (ari-...)\n"
-  "  -h, --help                show this help\n";
-
-/* BUCKET/KEY.manifest.xml, an s3:// in front dropped; NULL if loc is not that. */
-static const char *register_image_location(const char *loc)
-{
-  static const char suffix[] = ".manifest.xml";
-  if (strncmp(loc, "s3://", 5) == 0)
-    loc += 5;
-  const char *slash = strchr(loc, '/');
-  size_t n = strlen(loc);
-  const char *tail = n >= sizeof suffix ? loc + n - (sizeof suffix - 1) : NULL;
-  if (!slash || slash == loc || slash[1] == '/' || !tail || strcmp(tail, suffix) != 0 ||
-      tail == slash + 1 || strchr(loc, ' '))
-    return NULL;
-  return loc;
-}
-
-int cmd_register(int argc, char **argv)
-{
-  static const struct option longopts[] = {
-    AWS_LONGOPTS,
-    REGISTER_LONGOPTS,
-    { "image-location", required_argument, NULL, 0x210 },
-    { "kernel-id", required_argument, NULL, 0x211 },
-    { "ramdisk-id", required_argument, NULL, 0x212 },
-    { "help", no_argument, NULL, 'h' },
-    { 0 },
-  };
-  struct aws_opts ao = { 0 };
-  struct reg_args ra = { .ena = 0, .r.imds_support = "v2.0", .r.arch = "x86_64" };
-  int c, rc = EXIT_USAGE;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    int t = reg_option("register", c, optarg, &ra);
-    if (t < 0)
-      goto out;
-    if (t > 0 || cli_aws_option(c, optarg, &ao))
-      continue;
-    switch (c) {
-    case 0x210:
-      if (!(ra.r.image_location = register_image_location(optarg))) {
-        cli_usage("register", "--image-location must be BUCKET/KEY.manifest.xml, not '%s'",
-                  optarg);
-        goto out;
-      }
-      continue;
-    case 0x211:
-      if (strncmp(optarg, "aki-", 4) != 0) {
-        cli_usage("register", "--kernel-id must be a kernel image id (aki-...), not '%s'", optarg);
-        goto out;
-      }
-      ra.r.kernel_id = optarg;
-      continue;
-    case 0x212:
-      if (strncmp(optarg, "ari-", 4) != 0) {
-        cli_usage("register", "--ramdisk-id must be a ramdisk image id (ari-...), not '%s'", optarg);
-        goto out;
-      }
-      ra.r.ramdisk_id = optarg;
-      continue;
-    case 'h':
-      fputs(register_help, stdout);
-      rc = EXIT_OK;
-      goto out;
-    default:
-      cli_usage("register", "unknown option");
-      goto out;
-    }
-  }
-  if (ra.r.image_location) {
-    if (optind != argc) {
-      cli_usage("register", "takes a SNAPSHOT_ID or --image-location, not both");
-      goto out;
-    }
-    if (ra.r.root_device || ra.r.volume_type || ra.r.keep_volumes) {
-      cli_usage("register", "--root-device, --volume-type and --keep-volumes are for an EBS "
-                            "snapshot, not --image-location");
-      goto out;
-    }
-  } else if (optind + 1 != argc || strncmp(argv[optind], "snap-", 5) != 0) {
-    cli_usage("register", "expects one SNAPSHOT_ID (snap-...) or --image-location "
-                          "BUCKET/KEY.manifest.xml");
-    goto out;
-  } else if (ra.r.kernel_id || ra.r.ramdisk_id) {
-    cli_usage("register", "--kernel-id and --ramdisk-id need --image-location (an EBS "
-                          "snapshot is registered as hvm)");
-    goto out;
-  }
-  if (ra.r.ramdisk_id && !ra.r.kernel_id) {
-    cli_usage("register", "--ramdisk-id needs --kernel-id");
-    goto out;
-  }
-  if (!ra.r.name) {
-    cli_usage("register", "--name is required");
-    goto out;
-  }
-  if (check_uefi_boot_mode("register", &ra))
-    goto out;
-  ra.r.ena = ra.ena > 0;
-  struct error e = { 0 };
-  struct aws_ctx ctx;
-  if (aws_ctx_init(&ctx, &ao, &e) < 0) {
-    rc = cli_fail(&e);
-    goto out;
-  }
-  if (!ra.r.root_device)
-    ra.r.root_device = "/dev/xvda";
-  struct ec2_disk disk = { .device = ra.r.root_device, .snapshot_id = argv[optind] };
-  if (!ra.r.image_location) {
-    ra.r.disks = &disk;
-    ra.r.ndisks = 1;
-  }
-  char ami[EBS_ID_MAX];
-  if (ec2_register_image(&ctx, &ra.r, ami, &e) < 0) {
-    rc = cli_fail(&e);
-  } else {
-    if (ra.out == OUTPUT_JSON) {
-      json_object *j = json_object_new_object();
-      json_object_object_add(j, "image_id", json_object_new_string(ami));
-      print_json(j);
-    } else {
-      printf("%s\n", ami);
-    }
-    rc = EXIT_OK;
-  }
-  aws_ctx_free(&ctx);
-out:
-  reg_free(&ra);
-  return rc;
-}
-
-static const char wait_help[] =
-  "Usage: amiport wait [OPTIONS] SNAPSHOT_ID|IMAGE_ID\n\n"
-  "Waits until a snapshot is completed or an AMI is available; fails at once when it\n"
-  "is in state error (failed) or does not exist.\n\n"
-  AWS_HELP
-  "      --timeout SECONDS     give up after this long (default: no limit)\n"
-  "  -p, --progress            show the state while waiting\n"
-  "  -h, --help                show this help\n";
-
-int cmd_wait(int argc, char **argv)
-{
-  static const struct option longopts[] = {
-    AWS_LONGOPTS,
-    { "timeout", required_argument, NULL, 0x400 },
-    { "progress", no_argument, NULL, 'p' },
-    { "help", no_argument, NULL, 'h' },
-    { 0 },
-  };
-  struct aws_opts ao = { 0 };
-  unsigned timeout = 0;
-  bool progress = isatty(2);
-  int c;
-  while ((c = getopt_long(argc, argv, "ph", longopts, NULL)) != -1) {
-    if (cli_aws_option(c, optarg, &ao))
-      continue;
-    char *end;
-    long n;
-    switch (c) {
-    case 0x400:
-      n = strtol(optarg, &end, 10);
-      if (*end || n < 1)
-        return cli_usage("wait", "--timeout must be a number of seconds, not '%s'", optarg);
-      timeout = (unsigned)n;
-      break;
-    case 'p': progress = true; break;
-    case 'h': fputs(wait_help, stdout); return EXIT_OK;
-    default: return cli_usage("wait", "unknown option");
-    }
-  }
-  if (optind + 1 != argc ||
-      (strncmp(argv[optind], "snap-", 5) != 0 && strncmp(argv[optind], "ami-", 4) != 0))
-    return cli_usage("wait", "expects one SNAPSHOT_ID (snap-...) or IMAGE_ID (ami-...)");
-  struct error e = { 0 };
-  struct aws_ctx ctx;
-  if (aws_ctx_init(&ctx, &ao, &e) < 0)
-    return cli_fail(&e);
-  cli_catch_signals();
-  int rc = ec2_wait(&ctx, argv[optind], timeout, progress, &cli_interrupted, &e) < 0
-               ? cli_fail(&e) : EXIT_OK;
-  aws_ctx_free(&ctx);
-  return rc;
-}
