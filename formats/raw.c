@@ -84,13 +84,13 @@ static int raw_pwrite(struct img *im, const void *buf, size_t len, uint64_t off,
 {
   if (img_pwrite_file(im->fd, buf, len, off, im->path, e) < 0)
     return -1;
-  if (len < RAW_STREAM_MIN)
+  if (!im->stream || len < RAW_STREAM_MIN)
     return 0;
-  /* Streamed output (the copy engine's units) is written back and dropped
-   * from the page cache as it goes: the cache does not fill with dirty
-   * pages nobody reads again, and the pages freed are the next ones used,
-   * which costs the kernel far less than taking fresh ones for every unit.
-   * A failure of the write-back is the write's: fsync would not see it. */
+  /* A stream's units are written back and dropped from the page cache as
+   * they go: the cache does not fill with dirty pages nobody reads again,
+   * and the pages freed are the next ones used, which costs the kernel far
+   * less than taking fresh ones for every unit. A failure of the write-back
+   * is the write's: fsync would not see it. */
   if (sync_file_range(im->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WAIT_BEFORE |
                       SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0) {
     if (errno != EINVAL && errno != ESPIPE && errno != ENOSYS)
