@@ -98,8 +98,10 @@ static size_t http_on_header(char *p, size_t sz, size_t n, void *arg)
   struct aws_resp *r = arg;
   size_t len = sz * n;
   if (len > 9 && memcmp(p, "HTTP/", 5) == 0) { /* a status line: a new answer begins */
-    const char *sp = memchr(p, ' ', len);
-    r->status = sp && sp + 4 <= p + len ? strtol(sp + 1, NULL, 10) : 0;
+    const char *sp = memchr(p, ' ', len), *end = p + len;
+    r->status = 0; /* the line is not NUL-terminated: three digits, bounded by len */
+    for (int i = 1; sp && i <= 3 && sp + i < end && sp[i] >= '0' && sp[i] <= '9'; i++)
+      r->status = r->status * 10 + (sp[i] - '0');
   }
   http_take_header(p, len, "x-amzn-ErrorType", r->error_type, sizeof r->error_type);
   http_take_header(p, len, "x-amz-Checksum", r->checksum, sizeof r->checksum);
