@@ -71,6 +71,8 @@ struct create_opts {
   size_t n;
   bool compress;     /* -c */
   bool durable;      /* flush to stable storage at the writer's ordering points */
+  bool stream;       /* written once, not read back soon: raw writes it back and drops it
+                      * from the page cache as it goes */
 };
 int create_opts_parse(struct create_opts *o, const char *text, struct error *e);
 void create_opts_free(struct create_opts *o);
@@ -130,6 +132,7 @@ struct img {
   bool writable;
   bool guessed;        /* format was probed as raw for lack of anything better */
   bool durable;        /* writers: img_sync really flushes (create_opts.durable) */
+  bool stream;         /* writers: create_opts.stream */
   void *priv;          /* the format's state */
 };
 

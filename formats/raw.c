@@ -5,10 +5,13 @@
 #include "image.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define RAW_STREAM_MIN (1u << 20)
 
 static int raw_probe(const uint8_t *head, size_t len)
 {
@@ -79,7 +82,23 @@ static int raw_create(struct img *im, uint64_t size, struct create_opts *o, stru
 static int raw_pwrite(struct img *im, const void *buf, size_t len, uint64_t off,
                       struct error *e)
 {
-  return img_pwrite_file(im->fd, buf, len, off, im->path, e);
+  if (img_pwrite_file(im->fd, buf, len, off, im->path, e) < 0)
+    return -1;
+  if (!im->stream || len < RAW_STREAM_MIN)
+    return 0;
+  /* A stream's units are written back and dropped from the page cache as
+   * they go: the cache does not fill with dirty pages nobody reads again,
+   * and the pages freed are the next ones used, which costs the kernel far
+   * less than taking fresh ones for every unit. A failure of the write-back
+   * is the write's: fsync would not see it. */
+  if (sync_file_range(im->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WAIT_BEFORE |
+                      SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0) {
+    if (errno != EINVAL && errno != ESPIPE && errno != ENOSYS)
+      return error_errno(e, "%s: write at offset %llu", im->path, (unsigned long long)off);
+    return 0; /* not supported here: the cache keeps it until fsync */
+  }
+  posix_fadvise(im->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+  return 0;
 }
 
 static int raw_finish(struct img *im, struct error *e)

@@ -158,6 +158,7 @@ struct img *img_create(const char *path, const char *fmtname, uint64_t size,
   im->block_size = 1;
   im->writable = true;
   im->durable = o->durable;
+  im->stream = o->stream;
   if (f->create(im, size, o, e) < 0)
     goto fail;
   for (size_t i = 0; i < o->n; i++)

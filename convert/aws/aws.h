@@ -111,12 +111,17 @@ struct aws_req {
   size_t len;
   bool unsigned_payload;    /* sign "UNSIGNED-PAYLOAD" instead of the body's hash */
   size_t resp_max;          /* largest answer body accepted; 0: 8 MiB */
+  void *into;               /* NULL, or where a 2xx answer's body goes (into_len bytes)
+                             * instead of resp.body: one copy fewer for block data */
+  size_t into_len;
 };
 
 struct aws_resp {
   long status;
-  char *body;               /* NUL-terminated, malloc'd */
-  size_t len, cap, max;
+  char *body;               /* NUL-terminated, malloc'd; empty when a 2xx body went to into */
+  size_t len, cap, max;     /* len counts the body wherever it went */
+  uint8_t *into;            /* the request's into, if any */
+  size_t into_len;
   char error_type[128];     /* x-amzn-ErrorType */
   char error_code[128];     /* the service's error code, after a failure */
   char checksum[64];        /* x-amz-Checksum */

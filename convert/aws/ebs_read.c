@@ -21,7 +21,8 @@
 
 #define EBS_TOKEN_MAX 1024
 #define EBS_CACHE 16 /* blocks kept for small reads (8 MiB) */
-#define EBS_POOL 64  /* connections kept open */
+#define EBS_POOL 64  /* transfers kept for reuse */
+#define EBS_MULTIS 16 /* multi handles kept, each with its open connections */
 
 struct ebs_cached {
   uint64_t index; /* UINT64_MAX: empty */
@@ -40,6 +41,11 @@ struct ebs_src {
   pthread_mutex_t lock;
   struct aws_xfer *pool[EBS_POOL];
   unsigned npool;
+  /* libcurl keeps a multi handle's connections open after its transfers
+   * end: a read takes one with its connections and gives it back, so
+   * blocks do not each pay for a new TCP (and TLS) connection */
+  CURLM *multis[EBS_MULTIS];
+  unsigned nmultis;
   struct ebs_cached cache[EBS_CACHE];
   uint64_t clock;
   uint64_t fetched;  /* GetSnapshotBlock answers used */
@@ -217,8 +223,9 @@ out:
   return rc;
 }
 
-/* Sets f's request up with its block's current token. */
-static void ebs_src_request(struct ebs_src *s, struct fetch *f)
+/* Sets f's request up with its block's current token; into (NULL or
+ * EBS_BLOCK bytes) is where the block's data is to go. */
+static void ebs_src_request(struct ebs_src *s, struct fetch *f, uint8_t *into)
 {
   snprintf(f->path, sizeof f->path, "/snapshots/%s/blocks/%llu", s->snap,
            (unsigned long long)f->block);
@@ -228,7 +235,8 @@ static void ebs_src_request(struct ebs_src *s, struct fetch *f)
   f->generation = s->generation;
   pthread_rwlock_unlock(&s->tokens);
   f->rq = (struct aws_req){ .svc = AWS_EBS, .method = "GET", .path = f->path, .query = f->query,
-                            .resp_max = EBS_BLOCK + 1 };
+                            .resp_max = EBS_BLOCK + 1, .into = into,
+                            .into_len = into ? EBS_BLOCK : 0 };
 }
 
 /* Whether a failed GetSnapshotBlock says its token is no longer good. */
@@ -260,6 +268,26 @@ static struct aws_xfer *ebs_src_take(struct ebs_src *s)
   return x;
 }
 
+static CURLM *ebs_src_take_multi(struct ebs_src *s)
+{
+  pthread_mutex_lock(&s->lock);
+  CURLM *m = s->nmultis ? s->multis[--s->nmultis] : NULL;
+  pthread_mutex_unlock(&s->lock);
+  return m ? m : curl_multi_init();
+}
+
+static void ebs_src_give_multi(struct ebs_src *s, CURLM *m)
+{
+  pthread_mutex_lock(&s->lock);
+  if (s->nmultis < EBS_MULTIS) {
+    s->multis[s->nmultis++] = m;
+    m = NULL;
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (m)
+    curl_multi_cleanup(m);
+}
+
 static void ebs_src_give(struct ebs_src *s, struct aws_xfer *x)
 {
   pthread_mutex_lock(&s->lock);
@@ -283,7 +311,7 @@ static int ebs_src_verify(struct ebs_src *s, struct fetch *f, struct error *e)
                      s->snap, (unsigned long long)f->block, r->len, EBS_BLOCK);
   uint8_t d[32];
   char b64[48];
-  ebs_sha256(r->body, r->len, d);
+  ebs_sha256(f->rq.into ? (const void *)f->rq.into : r->body, r->len, d);
   ebs_base64(d, 32, b64);
   if (strcmp(b64, r->checksum) != 0)
     return error_set(e, ERR_REMOTE, "EBS GetSnapshotBlock %s block %llu: the data's SHA-256 is "
@@ -292,16 +320,18 @@ static int ebs_src_verify(struct ebs_src *s, struct fetch *f, struct error *e)
   return 0;
 }
 
-/* Fetches n blocks at once, retrying each as the answer allows. */
-static int ebs_src_fetch(struct ebs_src *s, struct fetch *f, size_t n, struct error *e)
+/* Fetches n blocks at once, retrying each as the answer allows; a block
+ * with an into goes there, the others into their transfer's answer. */
+static int ebs_src_fetch(struct ebs_src *s, struct fetch *f, uint8_t *const *into, size_t n,
+                         struct error *e)
 {
-  CURLM *m = curl_multi_init();
+  CURLM *m = ebs_src_take_multi(s);
   if (!m)
     return error_set(e, ERR_NOMEM, "cannot create an HTTP handle");
   int rc = -1;
   size_t left = n;
   for (size_t i = 0; i < n; i++) {
-    ebs_src_request(s, &f[i]);
+    ebs_src_request(s, &f[i], into[i]);
     if (!(f[i].x = ebs_src_take(s)) || aws_xfer_prepare(f[i].x, &s->ctx, &f[i].rq, e) < 0)
       goto out;
     curl_easy_setopt(f[i].x->h, CURLOPT_PRIVATE, &f[i]);
@@ -333,7 +363,7 @@ static int ebs_src_fetch(struct ebs_src *s, struct fetch *f, size_t n, struct er
         fi->relisted = true;
         if (ebs_src_relist(s, fi->generation, e) < 0)
           goto out;
-        ebs_src_request(s, fi);
+        ebs_src_request(s, fi, (uint8_t *)fi->rq.into);
         r = 1;
         fi->attempt--; /* not a fault of the service's */
       }
@@ -356,7 +386,10 @@ out:
   for (size_t i = 0; i < n; i++)
     if (f[i].x && !f[i].done && f[i].x->h)
       curl_multi_remove_handle(m, f[i].x->h);
-  curl_multi_cleanup(m);
+  if (rc == 0)
+    ebs_src_give_multi(s, m);
+  else
+    curl_multi_cleanup(m); /* its connections may be in any state */
   return rc;
 }
 
@@ -367,8 +400,12 @@ static int ebs_src_pread(struct img *im, void *buf, size_t len, uint64_t off, st
   uint64_t first = off / EBS_BLOCK, last = (off + len - 1) / EBS_BLOCK;
   size_t n = 0, cap = (size_t)(last - first + 1);
   struct fetch *f = calloc(cap, sizeof *f);
-  if (!f)
+  uint8_t **into = calloc(cap, sizeof *into);
+  if (!f || !into) {
+    free(f);
+    free(into);
     return error_set(e, ERR_NOMEM, "out of memory");
+  }
   int rc = -1;
   pthread_rwlock_rdlock(&s->tokens);
   unsigned gen = s->generation;
@@ -396,16 +433,19 @@ static int ebs_src_pread(struct img *im, void *buf, size_t len, uint64_t off, st
     }
     if (pos < 0)
       memset(out + (from - off), 0, (size_t)(to - from));
-    else if (!hit)
+    else if (!hit) { /* a whole block is received in place */
+      into[n] = to - from == EBS_BLOCK ? out + (from - off) : NULL;
       f[n++] = (struct fetch){ .block = b, .pos = pos };
+    }
   }
-  if (n && ebs_src_fetch(s, f, n, e) < 0)
+  if (n && ebs_src_fetch(s, f, into, n, e) < 0)
     goto out;
   for (size_t i = 0; i < n; i++) {
     uint64_t bs = f[i].block * EBS_BLOCK, from = bs > off ? bs : off;
     uint64_t to = bs + EBS_BLOCK < off + len ? bs + EBS_BLOCK : off + len;
     const uint8_t *data = (const uint8_t *)f[i].x->resp.body;
-    memcpy(out + (from - off), data + (from - bs), (size_t)(to - from));
+    if (!into[i])
+      memcpy(out + (from - off), data + (from - bs), (size_t)(to - from));
     pthread_mutex_lock(&s->lock);
     s->fetched++;
     if (to - from < EBS_BLOCK) { /* a partial read: keep the block for the next one */
@@ -427,6 +467,7 @@ out:
     if (f[i].x)
       ebs_src_give(s, f[i].x);
   free(f);
+  free(into);
   return rc;
 }
 
@@ -466,6 +507,8 @@ static void ebs_src_close(struct img *im)
     aws_xfer_free(s->pool[i]);
     free(s->pool[i]);
   }
+  for (unsigned i = 0; i < s->nmultis; i++)
+    curl_multi_cleanup(s->multis[i]);
   for (int c = 0; c < EBS_CACHE; c++)
     free(s->cache[c].data);
   pthread_mutex_destroy(&s->lock);

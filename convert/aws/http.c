@@ -11,6 +11,7 @@
 #include "aws.h"
 
 #include <json-c/json.h>
+#include <malloc.h>
 #include <openssl/crypto.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -21,11 +22,22 @@
 #include <unistd.h>
 
 #define RESP_MAX (8u << 20) /* no AWS answer used here is larger */
+#define HTTP_BUF_DEFAULT (64u << 10)
+#define HTTP_BUF_BIG (512u << 10) /* libcurl's largest receive buffer, one EBS block */
 
 static pthread_once_t http_once = PTHREAD_ONCE_INIT;
 
 static void http_global_init(void)
 {
+#ifdef __GLIBC__
+  /* libcurl allocates a transfer's send and receive buffers (HTTP_BUF_BIG
+   * for blocks) when it starts and frees them when it ends. glibc would map
+   * each with mmap and unmap it on free, so every block would fault in
+   * pages the kernel zeroes first; from the heap, kept there, they are
+   * reused. Both settings stop glibc's own tuning of the two. */
+  mallopt(M_MMAP_THRESHOLD, 4 * HTTP_BUF_BIG);
+  mallopt(M_TRIM_THRESHOLD, 128 * HTTP_BUF_BIG);
+#endif
   curl_global_init(CURL_GLOBAL_DEFAULT);
   xmlInitParser();
 }
@@ -41,6 +53,13 @@ static size_t http_on_body(char *p, size_t sz, size_t n, void *arg)
   size_t len = sz * n;
   if (r->len + len > r->max)
     return 0; /* curl fails the transfer: CURLE_WRITE_ERROR */
+  if (r->into && r->status >= 200 && r->status < 300) {
+    /* bytes past into_len are counted, not kept: the caller sees the length */
+    if (r->len + len <= r->into_len)
+      memcpy(r->into + r->len, p, len);
+    r->len += len;
+    return len;
+  }
   if (r->len + len + 1 > r->cap) {
     size_t cap = r->cap ? r->cap : 4096;
     while (cap < r->len + len + 1)
@@ -78,6 +97,12 @@ static size_t http_on_header(char *p, size_t sz, size_t n, void *arg)
 {
   struct aws_resp *r = arg;
   size_t len = sz * n;
+  if (len > 9 && memcmp(p, "HTTP/", 5) == 0) { /* a status line: a new answer begins */
+    const char *sp = memchr(p, ' ', len), *end = p + len;
+    r->status = 0; /* the line is not NUL-terminated: three digits, bounded by len */
+    for (int i = 1; sp && i <= 3 && sp + i < end && sp[i] >= '0' && sp[i] <= '9'; i++)
+      r->status = r->status * 10 + (sp[i] - '0');
+  }
   http_take_header(p, len, "x-amzn-ErrorType", r->error_type, sizeof r->error_type);
   http_take_header(p, len, "x-amz-Checksum", r->checksum, sizeof r->checksum);
   http_take_header(p, len, "x-amzn-RequestId", r->request_id, sizeof r->request_id);
@@ -125,7 +150,9 @@ int aws_xfer_prepare(struct aws_xfer *x, struct aws_ctx *ctx, const struct aws_r
   size_t keepcap = x->resp.cap;
   memset(&x->resp, 0, sizeof x->resp);
   x->resp.max = rq->resp_max ? rq->resp_max : RESP_MAX;
-  if (x->resp.max <= (1u << 20) && keepcap < x->resp.max + 1) {
+  x->resp.into = rq->into;
+  x->resp.into_len = rq->into ? rq->into_len : 0;
+  if (!rq->into && x->resp.max <= (1u << 20) && keepcap < x->resp.max + 1) {
     char *b = realloc(keep, x->resp.max + 1);
     if (!b)
       return error_set(e, ERR_NOMEM, "out of memory for an HTTP answer");
@@ -202,7 +229,13 @@ int aws_xfer_prepare(struct aws_xfer *x, struct aws_ctx *ctx, const struct aws_r
   else {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->len);
+    /* a block goes out in one or two sends, not in 64 KiB pieces */
+    if (rq->len > HTTP_BUF_DEFAULT)
+      curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, (long)HTTP_BUF_BIG);
   }
+  /* and an answer of a block comes in as large reads */
+  if (x->resp.max > HTTP_BUF_DEFAULT)
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)HTTP_BUF_BIG);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &x->resp);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, http_on_header);
