@@ -11,7 +11,6 @@
 #include "aws.h"
 
 #include <json-c/json.h>
-#include <malloc.h>
 #include <openssl/crypto.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -29,15 +28,6 @@ static pthread_once_t http_once = PTHREAD_ONCE_INIT;
 
 static void http_global_init(void)
 {
-#ifdef __GLIBC__
-  /* libcurl allocates a transfer's send and receive buffers (HTTP_BUF_BIG
-   * for blocks) when it starts and frees them when it ends. glibc would map
-   * each with mmap and unmap it on free, so every block would fault in
-   * pages the kernel zeroes first; from the heap, kept there, they are
-   * reused. Both settings stop glibc's own tuning of the two. */
-  mallopt(M_MMAP_THRESHOLD, 4 * HTTP_BUF_BIG);
-  mallopt(M_TRIM_THRESHOLD, 128 * HTTP_BUF_BIG);
-#endif
   curl_global_init(CURL_GLOBAL_DEFAULT);
   xmlInitParser();
 }
@@ -229,9 +219,6 @@ int aws_xfer_prepare(struct aws_xfer *x, struct aws_ctx *ctx, const struct aws_r
   else {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->len);
-    /* a block goes out in one or two sends, not in 64 KiB pieces */
-    if (rq->len > HTTP_BUF_DEFAULT)
-      curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, (long)HTTP_BUF_BIG);
   }
   /* and an answer of a block comes in as large reads */
   if (x->resp.max > HTTP_BUF_DEFAULT)
