@@ -411,6 +411,14 @@ fakeaws_ctl() {
     fail "fakeaws control $1 $2 failed"
 }
 
+# snapshot_equals SNAP FILE - the snapshot, read whole through botocore
+# (tests/ebs_readback.py), equals FILE.
+snapshot_equals() {
+  /usr/bin/python3 "$SRCDIR/tests/ebs_readback.py" "$FAKEAWS_URL" "$1" "$T/back.raw" \
+    "$(stat -c %s "$2")" >/dev/null 2>"$T/rb.err" || { cat "$T/rb.err" >&2; fail "reading back $1 failed"; }
+  cmp -s "$2" "$T/back.raw" || fail "snapshot $1 differs from $2"
+}
+
 # mk_ova OUT DISK... - an OVA of streamOptimized VMDKs that sit in one
 # folder: an OVF listing them in that order, then the disks.
 mk_ova() {

@@ -115,16 +115,9 @@ assert m["/dev/xvda"]["SnapshotId"] == sys.argv[4] and m["/dev/sdb"]["SnapshotId
 assert m["/dev/xvda"]["VolumeType"] == "gp2", m
 PY
 
-readback() { # SNAP FILE
-  local size
-  size=$(stat -c %s "$2")
-  /usr/bin/python3 "$SRCDIR/tests/ebs_readback.py" "$FAKEAWS_URL" "$1" "$T/back.raw" "$size" >/dev/null 2>"$T/rb.err" ||
-    { cat "$T/rb.err" >&2; fail "reading back $1 failed"; }
-  cmp -s "$2" "$T/back.raw" || fail "snapshot $1 differs from $2"
-}
-readback "$web_snap" "$P/bios.raw"
-readback "$db_root" "$P/uefi.raw"
-readback "$db_data" "$P/data.raw"
+snapshot_equals "$web_snap" "$P/bios.raw"
+snapshot_equals "$db_root" "$P/uefi.raw"
+snapshot_equals "$db_data" "$P/data.raw"
 info "run --all --parallel 2: 2 done (3 snapshots read back equal), 1 failed, 1 refused"
 
 # --- status ---
@@ -170,7 +163,7 @@ amiport_ok plan run "$P/fleet.jsonl" --task 4 --results "$R"
 [ "$(json_get "$R/late.json" resumed)" = true ] || fail "late: the rerun did not resume: $(cat "$R/late.json")"
 [ "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["snapshot_ids"][0])' "$R/late.json")" = "$late_snap" ] ||
   fail "late: the rerun did not continue $late_snap: $(cat "$R/late.json")"
-readback "$late_snap" "$P/late.raw"
+snapshot_equals "$late_snap" "$P/late.raw"
 set -- $before
 [ "$(fakeaws_made)" = "$(($1 + 1)) $(($2 + 1))" ] || fail "late: counts $before -> $(fakeaws_made), expected one more snapshot and AMI"
 # the plan changed (a line added): its digest tags the new AMI, and status counts 5 lines
@@ -200,6 +193,6 @@ amiport_ok plan run "$P/ova.jsonl" --task 0 --results "$R"
 [ "$(json_get "$R/ova.json" state)" = done ] || fail "ova: $(cat "$R/ova.json")"
 set -- $(/usr/bin/python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["snapshot_ids"]))' "$R/ova.json")
 [ $# -eq 2 ] || fail "ova: $# snapshots, expected the OVA's 2: $(cat "$R/ova.json")"
-readback "$1" "$P/bios.raw"  # the disk with a bootloader maps first,
-readback "$2" "$P/data.raw"  # the other after it
+snapshot_equals "$1" "$P/bios.raw"  # the disk with a bootloader maps first,
+snapshot_equals "$2" "$P/data.raw"  # the other after it
 info "an OVA line: both its disks imported, the bootable one as the root"
