@@ -11,6 +11,19 @@
 #include <string.h>
 #include <unistd.h>
 
+const char *const ec2_archs[] = { "x86_64", "arm64", "i386", NULL };
+const char *const ec2_boot_modes[] = { "legacy-bios", "uefi", "uefi-preferred", NULL };
+const char *const ec2_volume_types[] = { "gp3", "gp2", "io1", "io2", "st1", "sc1", "standard",
+                                         NULL };
+
+bool ec2_one_of(const char *v, const char *const *set)
+{
+  for (; *set; set++)
+    if (strcmp(v, *set) == 0)
+      return true;
+  return false;
+}
+
 #define EC2_VERSION "2016-11-15"
 
 /* Appends &key=value, form-encoded (RFC 3986 unreserved kept). */

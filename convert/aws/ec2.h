@@ -44,6 +44,12 @@ struct ec2_disk {
   uint64_t volume_gib;     /* 0: the snapshot's size */
 };
 
+/* The values RegisterImage takes, NULL-terminated (import's options, a
+ * plan's options). */
+extern const char *const ec2_archs[], *const ec2_boot_modes[], *const ec2_volume_types[];
+/* Whether v is one of set's values. */
+bool ec2_one_of(const char *v, const char *const *set);
+
 struct ec2_register {
   const char *name, *description;
   const char *arch;        /* x86_64, arm64, i386 */

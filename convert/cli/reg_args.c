@@ -57,30 +57,19 @@ int cli_check_uefi_boot_mode(const char *cmd, const struct reg_args *ra)
   return 0;
 }
 
-static bool one_of(const char *v, const char *const *set)
-{
-  for (; *set; set++)
-    if (strcmp(v, *set) == 0)
-      return true;
-  return false;
-}
-
 /* Takes option c if it is one of REGISTER_LONGOPTS: 1 taken, 0 not one, -1 bad. */
 int cli_reg_option(const char *cmd, int c, const char *arg, struct reg_args *ra)
 {
-  static const char *const archs[] = { "x86_64", "arm64", "i386", NULL };
-  static const char *const modes[] = { "legacy-bios", "uefi", "uefi-preferred", NULL };
-  static const char *const vtypes[] = { "gp3", "gp2", "io1", "io2", "st1", "sc1", "standard", NULL };
   switch (c) {
   case 0x200: ra->r.name = arg; return 1;
   case 0x201: ra->r.description = arg; return 1;
   case 0x202:
-    if (!one_of(arg, archs))
+    if (!ec2_one_of(arg, ec2_archs))
       return cli_usage(cmd, "--arch must be x86_64, arm64 or i386, not '%s'", arg), -1;
     ra->r.arch = arg;
     return 1;
   case 0x203:
-    if (!one_of(arg, modes))
+    if (!ec2_one_of(arg, ec2_boot_modes))
       return cli_usage(cmd, "--boot-mode must be legacy-bios, uefi or uefi-preferred, not '%s'", arg), -1;
     ra->r.boot_mode = arg;
     return 1;
@@ -97,7 +86,7 @@ int cli_reg_option(const char *cmd, int c, const char *arg, struct reg_args *ra)
     ra->r.tpm_support = arg;
     return 1;
   case 0x208:
-    if (!one_of(arg, vtypes))
+    if (!ec2_one_of(arg, ec2_volume_types))
       return cli_usage(cmd, "--volume-type must be one of gp3 gp2 io1 io2 st1 sc1 standard, not '%s'", arg), -1;
     ra->r.volume_type = arg;
     return 1;

@@ -5,6 +5,7 @@
  * line's without the dashes: boot_mode, sparse, volume_type...). Blank
  * lines are skipped. Unknown fields are errors: a typo in an option would
  * otherwise import with a default the plan did not mean. */
+#include "ec2.h"
 #include "plan.h"
 
 #include <ctype.h>
@@ -24,14 +25,6 @@ struct docs {
 /* "PLAN:LINE: field 'F'" in front of what is wrong */
 #define LERR(e, path, ln, fmt, ...) \
   error_set(e, ERR_FORMAT, "%s:%u: " fmt, path, ln, __VA_ARGS__)
-
-static bool one_of(const char *v, const char *const *set)
-{
-  for (; *set; set++)
-    if (strcmp(v, *set) == 0)
-      return true;
-  return false;
-}
 
 /* A line's name names its ledger file (LOC/NAME.json) and its state: a
  * plain file name. */
@@ -96,7 +89,7 @@ static int choice(json_object *v, const char *path, unsigned ln, const char *fie
 {
   if (get_string(v, path, ln, field, out, e) < 0)
     return -1;
-  if (!one_of(*out, set))
+  if (!ec2_one_of(*out, set))
     return LERR(e, path, ln, "field '%s': '%s' is not one of %s", field, *out, list);
   return 0;
 }
@@ -104,9 +97,6 @@ static int choice(json_object *v, const char *path, unsigned ln, const char *fie
 static int parse_options(json_object *o, const char *path, unsigned ln, struct plan_options *po,
                          struct error *e)
 {
-  static const char *const archs[] = { "x86_64", "arm64", "i386", NULL };
-  static const char *const modes[] = { "legacy-bios", "uefi", "uefi-preferred", NULL };
-  static const char *const vtypes[] = { "gp3", "gp2", "io1", "io2", "st1", "sc1", "standard", NULL };
   static const char *const sparse[] = { "none", "holes", "zeros", NULL };
   static const char *const imds[] = { "v2.0", "none", NULL };
   static const char *const tpm[] = { "v2.0", NULL };
@@ -121,11 +111,11 @@ static int parse_options(json_object *o, const char *path, unsigned ln, struct p
     bool b;
     int rc = 0;
     if (strcmp(k, "arch") == 0)
-      rc = choice(v, path, ln, f, archs, "x86_64 arm64 i386", &po->arch, e);
+      rc = choice(v, path, ln, f, ec2_archs, "x86_64 arm64 i386", &po->arch, e);
     else if (strcmp(k, "boot_mode") == 0)
-      rc = choice(v, path, ln, f, modes, "legacy-bios uefi uefi-preferred", &po->boot_mode, e);
+      rc = choice(v, path, ln, f, ec2_boot_modes, "legacy-bios uefi uefi-preferred", &po->boot_mode, e);
     else if (strcmp(k, "volume_type") == 0)
-      rc = choice(v, path, ln, f, vtypes, "gp3 gp2 io1 io2 st1 sc1 standard", &po->volume_type, e);
+      rc = choice(v, path, ln, f, ec2_volume_types, "gp3 gp2 io1 io2 st1 sc1 standard", &po->volume_type, e);
     else if (strcmp(k, "imds_support") == 0)
       rc = choice(v, path, ln, f, imds, "v2.0 none", &po->imds_support, e);
     else if (strcmp(k, "tpm_support") == 0)
