@@ -151,7 +151,7 @@ static void *worker(void *arg)
 {
   struct engine *g = arg;
   struct error e = { 0 };
-  uint8_t *buf = malloc(CHUNK);
+  uint8_t *buf = aligned_alloc(4096, CHUNK); /* page-aligned for O_DIRECT writers */
   struct run *runs = malloc(MAX_RUNS * sizeof *runs);
   if (!buf || !runs) {
     error_set(&e, ERR_NOMEM, "out of memory for a copy buffer");

@@ -22,7 +22,10 @@
 
 #define RESP_MAX (8u << 20) /* no AWS answer used here is larger */
 #define HTTP_BUF_DEFAULT (64u << 10)
-#define HTTP_BUF_BIG (512u << 10) /* libcurl's largest receive buffer, one EBS block */
+/* An answer of a block comes in reads of this size: few enough system calls,
+ * and small enough that what one read brings is still in the core's cache
+ * when it is copied out (a block-sized 512 KiB buffer cost 15 % more CPU) */
+#define HTTP_BUF_BIG (128u << 10)
 
 static pthread_once_t http_once = PTHREAD_ONCE_INIT;
 
@@ -220,7 +223,6 @@ int aws_xfer_prepare(struct aws_xfer *x, struct aws_ctx *ctx, const struct aws_r
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->len);
   }
-  /* and an answer of a block comes in as large reads */
   if (x->resp.max > HTTP_BUF_DEFAULT)
     curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)HTTP_BUF_BIG);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_on_body);
