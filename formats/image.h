@@ -71,8 +71,8 @@ struct create_opts {
   size_t n;
   bool compress;     /* -c */
   bool durable;      /* flush to stable storage at the writer's ordering points */
-  bool stream;       /* written once, not read back soon: raw writes it back and drops it
-                      * from the page cache as it goes */
+  bool stream;       /* written once, not read back soon: raw writes around the page
+                      * cache (O_DIRECT), or writes back and drops what it cannot */
 };
 int create_opts_parse(struct create_opts *o, const char *text, struct error *e);
 void create_opts_free(struct create_opts *o);

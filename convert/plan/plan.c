@@ -107,8 +107,8 @@ static int parse_options(json_object *o, const char *path, unsigned ln, struct p
     char f[96];
     snprintf(f, sizeof f, "options.%.80s", k);
     const char *s;
-    long n;
-    bool b;
+    long n = 0;
+    bool b = false;
     int rc = 0;
     if (strcmp(k, "arch") == 0)
       rc = choice(v, path, ln, f, ec2_archs, "x86_64 arm64 i386", &po->arch, e);
