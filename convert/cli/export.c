@@ -179,7 +179,7 @@ int cmd_export(int argc, char **argv)
     { 0 },
   };
   struct image_args ia = { 0 };
-  struct create_opts co = { .stream = true }; /* a raw file is written back as it goes */
+  struct create_opts co = { .stream = true }; /* a raw file is written around the page cache */
   struct copy_opts cp = { .progress = isatty(2), .cancel = &cli_interrupted, .threads = 16 };
   const char *fmt = "raw", *device = NULL;
   bool all = false, force = false, resume = false;
